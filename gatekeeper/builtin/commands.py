@@ -1,0 +1,110 @@
+"""Built-in commands: ``run`` (evaluate one model) and ``plugins`` (what is installed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from gatekeeper import hookimpl
+from gatekeeper.kinds import Command
+from gatekeeper.results import identity_entry, new_run_id, run_record
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", help="suite files or directories (default: config 'suites')")
+    parser.add_argument("-k", dest="keyword", metavar="EXPR",
+                        help="only cases whose id, suite or tag matches EXPR (and/or/not)")
+    parser.add_argument("-m", dest="marker", metavar="TAG", help="only cases tagged TAG (and/or/not)")
+    parser.add_argument("--no-progress", action="store_true", help="plain progress lines")
+
+
+def print_summary(session: Any, record: dict[str, Any]) -> None:
+    """A metric table per model, plus the call counters."""
+    for label, metrics in record["summary"].items():
+        session.echo(f"{label}: {record['models'][label]['spec']}")
+        session.echo(f"  {'metric':<24} {'mean':>8} {'passed':>7} {'failed':>7} {'nodata':>7} {'error':>6}")
+        for metric, s in metrics.items():
+            mean = "-" if s["mean"] is None else f"{s['mean']:.3f}"
+            session.echo(
+                f"  {metric:<24} {mean:>8} {s['passed']:>7} {s['failed']:>7} {s['nodata']:>7} {s['error']:>6}"
+            )
+    st = record["stats"]
+    session.echo(
+        f"model calls: {st['model_calls']} (cache hits: {st['cache_hits']}, retries: {st['retries']}, "
+        f"generation errors: {st['generation_errors']}) in {st['wall_s']:.1f} s"
+    )
+
+
+class RunCommand(Command):
+    name = "run"
+    help = "evaluate one model on suites; write results.json, junit.xml, summary.md"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        add_selection_arguments(parser)
+        parser.add_argument("--model", help="model spec PROVIDER:NAME[?k=v] (default: config 'model')")
+        parser.add_argument("--out", type=Path, help="output directory (default: config 'out')")
+        parser.add_argument("--format", action="append", dest="formats",
+                            help="report format to write (repeatable; default: all)")
+        parser.epilog = (
+            "exit codes: 0 every score passed, 1 some score failed its threshold, "
+            "4 usage or configuration error, 5 generation or plugin errors"
+        )
+
+    def run(self, args: argparse.Namespace, session: Any) -> int:
+        from gatekeeper.types import UsageError
+
+        spec = args.model or session.config.model
+        if not spec:
+            raise UsageError("no model: give --model PROVIDER:NAME or set 'model' in gatekeeper.yaml",
+                             field="--model")
+        suites = session.collect(args.paths, keyword=args.keyword, marker=args.marker)
+        model = session.load_model(spec)
+        run_id = new_run_id()
+        label = str(spec)
+        results, stats = session.run(
+            {label: model}, suites, run_id=run_id, specs={label: str(spec)}, progress=not args.no_progress
+        )
+        record = run_record(
+            run_id=run_id, models={label: identity_entry(str(spec), model.identity)}, suites=suites,
+            results=results, stats=stats, versions=session.host.versions(),
+            selection={"paths": args.paths, "k": args.keyword, "m": args.marker},
+        )
+        session.host.hook.gatekeeper_run_finish(run_id=run_id, record=record)
+        out = args.out or session.config.path(session.config.out)
+        written = session.write_reports(record, out, args.formats)
+        print_summary(session, record)
+        session.echo("wrote " + ", ".join(str(p) for p in written))
+        if stats.generation_errors or stats.scorer_errors:
+            return 5
+        failed = any(s["failed"] for m in record["summary"].values() for s in m.values())
+        return 1 if failed else 0
+
+
+class PluginsCommand(Command):
+    name = "plugins"
+    help = "list plugins with their distribution, version, hooks and what they register"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+    def run(self, args: argparse.Namespace, session: Any) -> int:
+        infos = sorted(session.host.info.values(), key=lambda i: (i.source != "builtin", i.name))
+        if args.json:
+            session.echo(json.dumps([vars(i) for i in infos], indent=2))
+            return 0
+        for info in infos:
+            dist = f"{info.distribution} {info.version}".strip() or "-"
+            session.echo(f"{info.name}  [{info.source}]  {dist}")
+            session.echo(f"    hooks: {', '.join(info.hooks) or '-'}")
+            for kind, names in sorted(info.registered.items()):
+                if names:
+                    session.echo(f"    {kind}: {', '.join(names)}")
+        return 0
+
+
+@hookimpl
+def gatekeeper_register_commands(register: Any) -> None:
+    register(RunCommand)
+    register(PluginsCommand)

@@ -1,0 +1,94 @@
+"""Content-addressed store of every generation and judge call (SQLite).
+
+The key is a SHA-256 of the model's identity digest and the full request, so a cached
+answer is reused only for exactly the same model and the same rendered request. Each
+entry is committed as soon as the call returns — before it is scored — so a run killed
+at any point resumes without calling the model again for what it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from gatekeeper.types import Generation, GenerationRequest, ModelIdentity, stable_hash
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    model_digest TEXT NOT NULL,
+    created REAL NOT NULL,
+    payload TEXT NOT NULL
+)
+"""
+
+
+def generation_key(identity: ModelIdentity, request: GenerationRequest) -> str:
+    return stable_hash({"model": identity.digest, "request": request.cache_payload()})
+
+
+class Cache:
+    """A SQLite file shared by runs (WAL mode: readers never block the writer)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(SCHEMA)
+
+    def get_raw(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM entries WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put_raw(self, key: str, payload: dict[str, Any], *, namespace: str, model_digest: str) -> None:
+        data = json.dumps(payload, ensure_ascii=False, default=str)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO entries (key, namespace, model_digest, created, payload) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, namespace, model_digest, time.time(), data),
+            )
+
+    def get_generation(self, identity: ModelIdentity, request: GenerationRequest) -> Generation | None:
+        payload = self.get_raw(generation_key(identity, request))
+        if payload is None:
+            return None
+        gen = Generation(**payload)
+        gen.cached = True
+        return gen
+
+    def put_generation(
+        self, identity: ModelIdentity, request: GenerationRequest, generation: Generation
+    ) -> None:
+        """Store a successful generation. Failed ones are not stored, so they are retried."""
+        if generation.error is not None:
+            return
+        payload = asdict(generation)
+        payload["cached"] = False
+        self.put_raw(
+            generation_key(identity, request), payload, namespace="generation",
+            model_digest=identity.digest,
+        )
+
+    def count(self, namespace: str | None = None) -> int:
+        with self._lock:
+            if namespace is None:
+                return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+            return int(
+                self._db.execute("SELECT COUNT(*) FROM entries WHERE namespace = ?", (namespace,))
+                .fetchone()[0]
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

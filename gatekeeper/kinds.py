@@ -1,0 +1,260 @@
+"""The interfaces of the plugin kinds: what a plugin registers and the host calls.
+
+A plugin subclasses one of these and hands the class to the matching register hook::
+
+    from gatekeeper import hookimpl
+    from gatekeeper.kinds import Evaluator
+
+    class Shouty(Evaluator):
+        name = "shouty"
+        description = "1.0 when the output is in capitals"
+
+        def score(self, case, generation):
+            ok = generation.text.isupper()
+            return self.result(1.0 if ok else 0.0, reason="all capitals" if ok else "not capitals")
+
+    @hookimpl
+    def gatekeeper_register_evaluators(register):
+        register(Shouty)
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from gatekeeper.types import (
+    Case,
+    Generation,
+    GenerationRequest,
+    ModelIdentity,
+    ModelSpec,
+    Score,
+    Span,
+)
+
+if TYPE_CHECKING:
+    from gatekeeper.cache import Cache
+    from gatekeeper.config import Config
+
+
+class Params(BaseModel):
+    """Base of every plugin's parameter model: unknown parameters are errors."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class ScoringParams(Params):
+    """Parameters every evaluator and detector accepts."""
+
+    threshold: float | None = None
+    """Pass when the value is at least this (or at most, for lower-is-better metrics)."""
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Model:
+    """A loaded model. The runner calls :meth:`generate` with at most
+    ``max_batch_size`` requests and at most ``max_concurrency`` calls in flight.
+
+    Raise :class:`gatekeeper.types.ProviderError` (``retryable=True`` for timeouts and
+    server errors) or :class:`gatekeeper.types.RateLimited`; return a :class:`Generation`
+    with ``error`` set for a request that failed permanently on its own.
+    """
+
+    identity: ModelIdentity
+    max_batch_size: int = 1
+    max_concurrency: int | None = None
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release connections or memory. Called once when the run ends."""
+
+
+class ModelProvider:
+    """Turns a :class:`ModelSpec` with this provider's ``name`` into a :class:`Model`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def load(self, spec: ModelSpec, config: Config) -> Model:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class EvalContext:
+    """What an evaluator may use besides the case and the output.
+
+    ``generate`` runs a request on any model through the runner (cached, retried,
+    rate-limited): judges and self-consistency use it. ``load_model`` loads a model by
+    spec. ``model`` is the model whose output is being scored.
+    """
+
+    config: Config
+    cache: Cache | None = None
+    model: Model | None = None
+    generate: Callable[[Model, GenerationRequest], Awaitable[Generation]] | None = None
+    load_model: Callable[[ModelSpec], Model] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Evaluator:
+    """Scores one output of one case.
+
+    Subclasses set ``name``, ``description``, ``value_range`` and, when they take
+    parameters, a ``Params`` model; they implement :meth:`score` (or :meth:`ascore`
+    when they must await a model). ``lower_is_better`` flips the threshold comparison.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    value_range: ClassVar[str] = "0..1, higher is better"
+    lower_is_better: ClassVar[bool] = False
+    Params: ClassVar[type[ScoringParams]] = ScoringParams
+
+    def __init__(self, params: ScoringParams, *, metric: str | None = None) -> None:
+        self.params = params
+        self.metric = metric or self.name
+
+    def score(self, case: Case, generation: Generation) -> Score:
+        raise NotImplementedError
+
+    async def ascore(self, case: Case, generation: Generation, ctx: EvalContext) -> Score:
+        return self.score(case, generation)
+
+    def result(
+        self,
+        value: float | None,
+        *,
+        reason: str = "",
+        passed: bool | None = None,
+        spans: list[Span] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> Score:
+        """Build a :class:`Score`, deciding ``passed`` from the threshold when not given."""
+        threshold = self.params.threshold
+        if passed is None and value is not None and threshold is not None:
+            passed = value <= threshold if self.lower_is_better else value >= threshold
+        return Score(
+            metric=self.metric,
+            value=value,
+            passed=passed,
+            reason=reason,
+            status="ok" if value is not None else "nodata",
+            spans=spans or [],
+            details=details or {},
+        )
+
+
+class Detector(Evaluator):
+    """Finds claims in an output that the case's context does not support.
+
+    Returns a :class:`Score` whose ``value`` is 1.0 when the output is judged
+    hallucinated and 0.0 when it is grounded (so its mean is the hallucination rate),
+    ``spans`` the unsupported parts, and ``details["support"]`` the supported fraction.
+    """
+
+    value_range: ClassVar[str] = "0 (grounded) or 1 (hallucinated); mean = hallucination rate"
+    lower_is_better: ClassVar[bool] = True
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+class Reporter:
+    """Writes one report format from a run or decision record (a JSON-able dict).
+
+    ``record["kind"]`` is ``"run"`` (results of ``gatekeeper run``) or ``"check"`` (a
+    decision record). Reporters read nothing else, so old runs can be re-rendered.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    filename: ClassVar[str]
+
+    def write(self, record: dict[str, Any], out_dir: Path) -> Path:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- commands
+
+
+class Command:
+    """A ``gatekeeper`` sub-command. ``run`` returns the process exit code."""
+
+    name: ClassVar[str]
+    help: ClassVar[str] = ""
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        """Add this command's arguments."""
+
+    def run(self, args: argparse.Namespace, session: Any) -> int:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- loop kinds
+
+
+class SignalSource:
+    """Reads production signals (one record per answer) from a location.
+
+    ``scheme`` values (e.g. ``("jsonl", "parquet")`` or ``("sqlite", "postgresql")``)
+    say which locations this source handles.
+    """
+
+    name: ClassVar[str]
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def read(self, location: str, **filters: Any) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class Tuner:
+    """Makes a candidate model from a base model and training data.
+
+    ``tune`` writes the new model (or adapter) to ``out`` and returns its provenance:
+    base model digest, data hash and rows, data sources, hyperparameters, seed, versions.
+    ``bounds`` is the policy's ``retraining`` section, when a policy is given.
+    """
+
+    name: ClassVar[str]
+
+    def tune(
+        self,
+        base: ModelSpec,
+        data: Path,
+        out: Path,
+        params: dict[str, Any],
+        config: Config,
+        bounds: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class DeployTarget:
+    """Where promoted models live: a registry with versions, aliases and stages."""
+
+    name: ClassVar[str]
+
+    def register_version(self, model: str, spec: str, provenance: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def set_alias(self, model: str, alias: str, version: str, *, traffic: float = 1.0) -> None:
+        raise NotImplementedError
+
+    def get_alias(self, model: str, alias: str) -> str | None:
+        raise NotImplementedError
+
+    def history(self, model: str) -> list[dict[str, Any]]:
+        raise NotImplementedError

@@ -1,0 +1,193 @@
+"""The plugin manager: built-ins, entry points, ``-p`` modules and the local plugin file.
+
+Built-in behaviour is a list of plugin modules (:data:`DEFAULT_PLUGINS`) registered
+through the same path as third-party ones, so ``-p no:NAME`` can block any of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from gatekeeper import hookspecs
+from gatekeeper.config import Config
+from gatekeeper.registry import Register, Registry, make_registries
+from gatekeeper.types import PluginError
+
+ENTRY_POINT_GROUP = "gatekeeper"
+DISABLE_AUTOLOAD_ENV = "GATEKEEPER_DISABLE_PLUGIN_AUTOLOAD"
+TRACE_ENV = "GATEKEEPER_TRACE_PLUGINS"
+LOCAL_PLUGIN_FILE = "gatekeeper_plugins.py"
+
+# Short name → module. The short name is what `-p no:NAME` blocks.
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("suite_loader", "gatekeeper.builtin.suite_loader"),
+    ("providers", "gatekeeper.builtin.providers"),
+    ("evaluators", "gatekeeper.builtin.evaluators"),
+    ("grounding", "gatekeeper.builtin.grounding"),
+    ("reporters", "gatekeeper.builtin.reporters"),
+    ("commands", "gatekeeper.builtin.commands"),
+)
+
+
+@dataclass
+class PluginInfo:
+    """Where a plugin came from, for ``gatekeeper plugins``."""
+
+    name: str
+    source: str  # builtin | entrypoint | option | local
+    distribution: str = ""
+    version: str = ""
+    hooks: list[str] = field(default_factory=list)
+    registered: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _gatekeeper_version() -> str:
+    try:
+        return importlib.metadata.version("gatekeeper")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class PluginHost:
+    """Owns the pluggy manager and the registries filled by the register hooks."""
+
+    def __init__(self, config: Config, *, blocked: Iterable[str] = (), extra: Iterable[str] = ()):
+        self.config = config
+        self.pm = pluggy.PluginManager("gatekeeper")
+        self.pm.add_hookspecs(hookspecs)
+        self.info: dict[str, PluginInfo] = {}
+        self.registries: dict[str, Registry[Any]] = make_registries()
+        self.blocked = set(blocked)
+        for name in self.blocked:
+            self.pm.set_blocked(name)
+        self._trace_undo: Any = None
+
+        version = _gatekeeper_version()
+        for name, module in DEFAULT_PLUGINS:
+            if name not in self.blocked:
+                self._register(name, self._import(name, module), PluginInfo(
+                    name, "builtin", "gatekeeper", version))
+        if not os.environ.get(DISABLE_AUTOLOAD_ENV):
+            self._load_entry_points()
+        for module in [*config.plugins, *extra]:
+            if module not in self.blocked:
+                self._register(module, self._import(module, module), PluginInfo(module, "option"))
+        self._load_local_file(config.root / LOCAL_PLUGIN_FILE)
+        self.pm.check_pending()
+        self._collect_registrations()
+        self.pm.hook.gatekeeper_configure.call_historic(kwargs={"config": config})
+
+    # ----------------------------------------------------------------- loading
+
+    @staticmethod
+    def _import(name: str, module: str) -> ModuleType:
+        try:
+            return importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
+            raise PluginError(
+                name, f"failed to import {module!r}: {type(exc).__name__}: {exc} "
+                f"(skip it with -p no:{name})"
+            ) from None
+
+    def _register(self, name: str, plugin: object, info: PluginInfo) -> None:
+        if self.pm.is_registered(plugin) or self.pm.has_plugin(name):
+            return
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # noqa: BLE001 - pluggy validation of the plugin's hooks
+            raise PluginError(name, f"invalid plugin: {exc}") from None
+        info.hooks = sorted(
+            hc.name for hc in self.pm.get_hookcallers(plugin) or [] if hc.name.startswith("gatekeeper_")
+        )
+        self.info[name] = info
+
+    def _load_entry_points(self) -> None:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in self.blocked or self.pm.has_plugin(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001
+                raise PluginError(
+                    ep.name, f"failed to import {ep.value!r}: {type(exc).__name__}: {exc} "
+                    f"(skip it with -p no:{ep.name})"
+                ) from None
+            dist = ep.dist
+            self._register(ep.name, plugin, PluginInfo(
+                ep.name, "entrypoint", dist.name if dist else "", dist.version if dist else ""))
+
+    def _load_local_file(self, path: Path) -> None:
+        name = LOCAL_PLUGIN_FILE.removesuffix(".py")
+        if name in self.blocked or not path.is_file():
+            return
+        spec = importlib.util.spec_from_file_location(f"gatekeeper_local_plugins_{abs(hash(path))}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(name, f"{path} failed to load: {type(exc).__name__}: {exc}") from None
+        self._register(name, module, PluginInfo(name, "local", str(path)))
+
+    def _collect_registrations(self) -> None:
+        # Each implementation is called on its own so every entry knows its plugin.
+        for key, registry in self.registries.items():
+            caller = getattr(self.pm.hook, registry.hook)
+            for impl in caller.get_hookimpls():
+                register = Register(registry, impl.plugin_name)
+                try:
+                    impl.function(register=register)
+                except PluginError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise PluginError(
+                        impl.plugin_name, f"{registry.hook} raised {type(exc).__name__}: {exc}"
+                    ) from None
+                info = self.info.get(impl.plugin_name)
+                if info is not None:
+                    info.registered.setdefault(key, [])
+            for entry in registry:
+                info = self.info.get(entry.plugin)
+                if info is not None:
+                    info.registered.setdefault(key, []).append(entry.name)
+
+    # ----------------------------------------------------------------- tracing
+
+    def enable_tracing(self, stream: Any = None) -> None:
+        """Print every hook call with its plugins and duration (``--trace-plugins``)."""
+        out = stream or sys.stderr
+
+        def before(hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+            names = ", ".join(i.plugin_name for i in impls) or "-"
+            out.write(f"[trace] {hook_name} -> {names}\n")
+            kwargs_start[hook_name] = time.perf_counter()
+
+        def after(outcome: Any, hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+            took = (time.perf_counter() - kwargs_start.pop(hook_name, time.perf_counter())) * 1000
+            out.write(f"[trace] {hook_name} done in {took:.1f} ms\n")
+
+        kwargs_start: dict[str, float] = {}
+        self._trace_undo = self.pm.add_hookcall_monitoring(before, after)
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def versions(self) -> dict[str, str]:
+        """Plugin name → version (gatekeeper's for built-ins), for provenance records."""
+        return {
+            name: info.version or info.source for name, info in sorted(self.info.items())
+            if info.source != "builtin"
+        } | {"gatekeeper": _gatekeeper_version()}
