@@ -293,7 +293,9 @@ def read_approvals(run_dir: Path) -> list[tuple[int, dict[str, Any] | None, str]
             out.append((number, None, "not a JSON object"))
             continue
         absent = [name for name in APPROVAL_FIELDS if name not in approval]
-        out.append((number, None, f"missing field(s) {', '.join(absent)}") if absent else (number, approval, ""))
+        out.append(
+            (number, None, f"missing field(s) {', '.join(absent)}") if absent else (number, approval, "")
+        )
     return out
 
 
@@ -404,7 +406,10 @@ def promotable(run_dir: Path, required: list[RequiredApproval]) -> tuple[bool, s
     if decision == "PROMOTE":
         return True, "the decision is PROMOTE"
     if decision != "HOLD":
-        return False, f"the decision is {decision or 'missing'}; only PROMOTE or an approved HOLD may be promoted"
+        return (
+            False,
+            f"the decision is {decision or 'missing'}; only PROMOTE or an approved HOLD may be promoted",
+        )
     status = check_approvals(run_dir, required)
     if status.satisfied:
         return True, "HOLD with every required approval: " + ", ".join(req.label for req in required)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -56,8 +57,19 @@ HISTORY_DATA_KEYS = ("alias", "model", "run_id", "run")
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_.-]*$")
 _REF_RE = re.compile(r"^(?:[a-z0-9]+:)?[0-9a-f]{16,128}$")
 _SECRET_WORDS = frozenset(
-    {"token", "password", "passwd", "passphrase", "secret", "authorization", "apikey", "bearer",
-     "credential", "credentials", "cookie"}
+    {
+        "token",
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "authorization",
+        "apikey",
+        "bearer",
+        "credential",
+        "credentials",
+        "cookie",
+    }
 )
 _SECRET_PAIRS = frozenset({("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key")})
 
@@ -106,7 +118,7 @@ def looks_like_secret(key: str) -> bool:
     words = _key_words(key)
     if any(w in _SECRET_WORDS for w in words):
         return True
-    return any(pair in _SECRET_PAIRS for pair in zip(words, words[1:], strict=False))
+    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
 
 
 def _secret_keys(value: Any, where: str) -> Iterator[str]:
@@ -252,13 +264,17 @@ class _ChainCheck:
         if target is None:
             previous_seq = 0 if i == 1 else self._seq(i - 1)
             if line.record["seq"] > previous_seq + 1:
-                gap = f"seq {previous_seq + 1}" if line.record["seq"] == previous_seq + 2 else (
-                    f"seq {previous_seq + 1}..{line.record['seq'] - 1}")
+                gap = (
+                    f"seq {previous_seq + 1}"
+                    if line.record["seq"] == previous_seq + 2
+                    else (f"seq {previous_seq + 1}..{line.record['seq'] - 1}")
+                )
                 return i, f"prev link broken: the record(s) with {gap} were deleted before this line"
-            before = "the start of the log" if i == 1 else f"line {i - 1}"
+            if i == 1:
+                return i, "prev link broken: the first record's prev is not 64 zeros"
             return i, (
-                f"prev link broken: prev does not match the hash of {before} "
-                "(a record was deleted, or a record was rewritten and its hash recomputed)"
+                f"prev link broken: prev does not match the hash of line {i - 1}: line {i - 1} was "
+                "rewritten and its hash recomputed, or this record's prev was altered"
             )
         if target > i:
             return i, f"out of order: this record links to line {target}, which comes after it"
@@ -267,7 +283,7 @@ class _ChainCheck:
         if self._links_to(i + 1) == i - 1:
             return i, f"inserted record: it links to line {target} but line {i + 1} links to line {i - 1}"
         first = target + 1
-        span = f"line {first}" if first == i - 1 else f"lines {first}..{i - 1}"
+        span = f"line {first} is" if first == i - 1 else f"lines {first}..{i - 1} are"
         origin = "the start of the log" if target == 0 else f"line {target}"
         return first, f"inserted record: {span} not part of the chain (line {i} links directly to {origin})"
 
@@ -413,7 +429,9 @@ class AuditLog:
         head = lines[-1].digest if lines else None
         if anchor and anchor.lower() not in {line.digest for line in lines}:
             return VerifyResult(
-                False, len(lines), len(lines) + 1 if lines else 1,
+                False,
+                len(lines),
+                len(lines) + 1 if lines else 1,
                 f"anchor {anchor[:12]}… is not in the log: records at or after it were removed",
             )
         return VerifyResult(True, len(lines), None, "", head)

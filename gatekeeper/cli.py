@@ -12,7 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gatekeeper.types import GatekeeperError
+from typing import NoReturn
+
+from gatekeeper.types import GatekeeperError, UsageError
 
 EXIT_CODES = """\
 exit codes:
@@ -25,8 +27,16 @@ exit codes:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad flags; 2 means HOLD here, so bad flags are usage errors (4)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(f"{self.prog}: {message}")
+
+
 def _global_parser(add_help: bool) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gatekeeper",
         description="Decide, with evidence an auditor can check, whether a fine-tuned model "
         "may replace the one in production.",
@@ -49,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GatekeeperError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except SystemExit as exc:  # argparse's --help
+        return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

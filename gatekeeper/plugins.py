@@ -38,6 +38,8 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("grounding", "gatekeeper.builtin.grounding"),
     ("reporters", "gatekeeper.builtin.reporters"),
     ("commands", "gatekeeper.builtin.commands"),
+    ("check", "gatekeeper.builtin.check"),
+    ("audit_commands", "gatekeeper.builtin.audit_commands"),
 )
 
 

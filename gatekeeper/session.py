@@ -42,7 +42,9 @@ class Session:
         self, paths: Sequence[str] | None = None, *, keyword: str | None = None, marker: str | None = None
     ) -> list[Suite]:
         """Discover and load suites, apply ``-k``/``-m`` and the collection hook."""
-        files = discover(paths or self.config.suites, self.config)
+        if not paths:
+            paths = [str(self.config.path(p)) for p in self.config.suites]
+        files = discover(paths, self.config)
         suites: list[Suite] = []
         names: dict[str, Path] = {}
         for path in files:
@@ -57,7 +59,7 @@ class Session:
             names[suite.name] = path
             suites.append(suite)
         if not suites:
-            raise UsageError(f"no suites found in {', '.join(map(str, paths or self.config.suites))}")
+            raise UsageError(f"no suites found in {', '.join(map(str, paths))}")
         for suite in suites:
             suite.build_scorers(self.registries["evaluators"], self.registries["detectors"])
         cases = select([c for s in suites for c in s.cases], keyword, marker)

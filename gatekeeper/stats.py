@@ -1,16 +1,16 @@
 """Paired statistics for the gate: intervals, verdicts, guardrails and power.
 
 The gate scores a candidate model and the baseline on the same cases, so every metric is a
-*paired* comparison: the difference candidate − baseline on each case, summarised by its
+*paired* comparison: the difference candidate - baseline on each case, summarised by its
 mean and a confidence interval. The interval method is the policy's choice:
 
-* ``bootstrap_bca`` / ``bootstrap_percentile`` — paired bootstrap of the mean difference
-  (:func:`scipy.stats.bootstrap` with ``paired=True``); any metric.
-* ``tango`` — Tango's (1998) score interval for the difference of paired proportions;
+* ``bootstrap_bca`` / ``bootstrap_percentile`` -- paired bootstrap of the mean difference
+  (:func:`scipy.stats.bootstrap`, resampling cases); any metric.
+* ``tango`` -- Tango's (1998) score interval for the difference of paired proportions;
   binary metrics (pass/fail per case). The best-calibrated choice for binary metrics.
-* ``cluster`` — cluster-robust (CR1 sandwich) interval when cases come in groups that are
+* ``cluster`` -- cluster-robust (CR1 sandwich) interval when cases come in groups that are
   not independent (several questions about one document, turns of one conversation).
-* ``t`` — the paired t interval; any metric.
+* ``t`` -- the paired t interval; any metric.
 
 A one-sided test at level ``alpha`` (``sides="one"``, the default) reports the two-sided
 ``1 - 2*alpha`` interval, whose lower and upper bounds are each one-sided ``1 - alpha``
@@ -48,13 +48,17 @@ METHODS: tuple[str, ...] = ("bootstrap_bca", "bootstrap_percentile", "tango", "c
 HYPOTHESES: tuple[str, ...] = ("non_inferiority", "superiority", "equivalence")
 FEW_DISCORDANT_PAIRS = 10
 """Below this many discordant pairs a bootstrap interval on a binary metric is unreliable."""
+BCA_MAX_CASES = 20_000
+"""Above this many cases BCa's O(n^2) jackknife is replaced by the percentile interval."""
+_BOOTSTRAP_BATCH = 256
+"""Resamples per vectorised call: bounds memory to about 256 * n floats."""
 
 
 @dataclass
 class Comparison:
     """The paired comparison of one metric (on one slice): what the decision record shows.
 
-    ``delta`` is candidate − baseline in the metric's own units, whatever its direction;
+    ``delta`` is candidate - baseline in the metric's own units, whatever its direction;
     :func:`verdict` applies the direction. ``ci_low``/``ci_high`` bound ``delta``: the
     two-sided ``1 - 2*alpha`` interval when ``sides == "one"``, the ``1 - alpha`` interval
     when ``sides == "two"``. ``discordant`` is set for binary metrics: (cases the candidate
@@ -149,7 +153,7 @@ def is_binary(values: Iterable[Any]) -> bool:
 
 
 def _score(value: object) -> float | None:
-    """A score as a finite float, or None when it is missing (None, NaN, ±inf)."""
+    """A score as a finite float, or None when it is missing (None, NaN, +-inf)."""
     if value is None:
         return None
     number = float(value)  # type: ignore[arg-type]
@@ -163,7 +167,8 @@ def _pair(
     pairs = sorted(
         (case_id, base, cand)
         for case_id in baseline.keys() & candidate.keys()
-        if (base := _score(baseline[case_id])) is not None and (cand := _score(candidate[case_id])) is not None
+        if (base := _score(baseline[case_id])) is not None
+        and (cand := _score(candidate[case_id])) is not None
     )
     ids = [case_id for case_id, _, _ in pairs]
     base_scores = np.array([base for _, base, _ in pairs], dtype=float)
@@ -174,8 +179,22 @@ def _pair(
 # ------------------------------------------------------------------- paired intervals
 
 
-def _mean_difference(baseline: np.ndarray, candidate: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(candidate, axis=axis) - np.mean(baseline, axis=axis)
+def _run_bootstrap(
+    diffs: np.ndarray, *, level: float, method: str, n_resamples: int, seed: int, previous: Any = None
+) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return stats.bootstrap(
+            (diffs,),
+            np.mean,
+            confidence_level=level,
+            method=method,
+            n_resamples=0 if previous is not None else n_resamples,
+            bootstrap_result=previous,
+            batch=_BOOTSTRAP_BATCH,
+            rng=np.random.default_rng(seed),
+        )
 
 
 def _bootstrap_interval(
@@ -188,7 +207,13 @@ def _bootstrap_interval(
     n_resamples: int,
     seed: int,
 ) -> _Interval:
-    """Paired bootstrap interval of the mean difference, with the reason for any fallback."""
+    """Paired bootstrap interval of the mean difference, with the reason for any fallback.
+
+    Resampling cases and recomputing mean(candidate) - mean(baseline) on each resample is
+    the same as resampling the per-case differences and taking their mean, so the
+    differences are passed to :func:`scipy.stats.bootstrap` as one sample: the resamples
+    are those of ``paired=True`` on the two arrays, at half the cost of BCa's jackknife.
+    """
     level = _confidence_level(alpha, sides)
     method_key = method.lower()
     if method_key not in ("bca", "percentile"):
@@ -200,25 +225,21 @@ def _bootstrap_interval(
         only = float(diffs[0])
         return _Interval(only, only, "all paired differences are equal: the interval has zero width")
     note = ""
-    for attempt in ((method_key, "percentile") if method_key == "bca" else (method_key,)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            result = stats.bootstrap(
-                (baseline, candidate),
-                _mean_difference,
-                paired=True,
-                vectorized=True,
-                confidence_level=level,
-                method="BCa" if attempt == "bca" else attempt,
-                n_resamples=n_resamples,
-                rng=np.random.default_rng(seed),
-            )
+    if method_key == "bca" and diffs.size > BCA_MAX_CASES:
+        method_key = "percentile"
+        note = f"BCa replaced by percentile above {BCA_MAX_CASES} cases (the two agree at this size)"
+    scipy_method = "BCa" if method_key == "bca" else "percentile"
+    result = _run_bootstrap(diffs, level=level, method=scipy_method, n_resamples=n_resamples, seed=seed)
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if method_key == "bca" and not (math.isfinite(low) and math.isfinite(high)):
+        result = _run_bootstrap(
+            diffs, level=level, method="percentile", n_resamples=n_resamples, seed=seed, previous=result
+        )
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-        if math.isfinite(low) and math.isfinite(high):
-            return _Interval(low, high, note)
         note = "BCa fell back to percentile: degenerate resamples"
-    raise ValueError("the bootstrap distribution is degenerate; use method 't' or 'tango'")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("the bootstrap distribution is degenerate; use method 't' or 'tango'")
+    return _Interval(low, high, note)
 
 
 def paired_bootstrap_ci(
@@ -231,11 +252,12 @@ def paired_bootstrap_ci(
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Paired bootstrap confidence interval for mean(candidate − baseline).
+    """Paired bootstrap confidence interval for mean(candidate - baseline).
 
-    Cases are resampled as pairs (:func:`scipy.stats.bootstrap`, ``paired=True``), which
-    keeps the correlation between the two models' scores on a case. BCa (bias-corrected and
-    accelerated, Efron 1987) is second-order accurate; when its resamples are degenerate
+    Cases are resampled as pairs (:func:`scipy.stats.bootstrap`; see
+    :func:`_bootstrap_interval`), which keeps the correlation between the two models'
+    scores on a case. BCa (bias-corrected and accelerated, Efron 1987) is second-order
+    accurate; when its resamples are degenerate
     (NaN bounds) the percentile interval is returned instead. When every difference is the
     same the interval is that value with zero width. ``baseline[i]`` and ``candidate[i]``
     must be the same case.
@@ -250,11 +272,11 @@ def paired_bootstrap_ci(
 
 
 def _tango_score(delta0: float, n10: int, n01: int, n: int) -> float:
-    """Tango's score statistic for H0: p_candidate − p_baseline = delta0.
+    """Tango's score statistic for H0: p_candidate - p_baseline = delta0.
 
-    ``(n10 − n01 − n·delta0) / sqrt(n·(2·q̃01 + delta0·(1 − delta0)))`` where q̃01 is the
+    ``(n10 - n01 - n*delta0) / sqrt(n*(2*q01~ + delta0*(1 - delta0)))`` where q01~ is the
     maximum-likelihood estimate of P(baseline right, candidate wrong) under H0, the root of
-    a quadratic (Tango 1998, eq. 4–5). Decreasing in delta0.
+    a quadratic (Tango 1998, eq. 4-5). Decreasing in delta0.
     """
     a = 2.0 * n
     b = -n10 - n01 + (2.0 * n - n10 + n01) * delta0
@@ -262,7 +284,7 @@ def _tango_score(delta0: float, n10: int, n01: int, n: int) -> float:
     q01 = (math.sqrt(max(b * b - 4.0 * a * c, 0.0)) - b) / (2.0 * a)
     numerator = n10 - n01 - n * delta0
     variance = n * (2.0 * q01 + delta0 * (1.0 - delta0))
-    if variance <= 0.0:  # only at delta0 = ±1 or when nothing is discordant at delta0 = 0
+    if variance <= 0.0:  # only at delta0 = +-1 or when nothing is discordant at delta0 = 0
         return 0.0 if numerator == 0 else math.copysign(1e12, numerator)
     return numerator / math.sqrt(variance)
 
@@ -271,9 +293,9 @@ def tango_ci(n10: int, n01: int, n: int, *, alpha: float = 0.05, sides: Sides = 
     """Tango's (1998) score interval for a difference of paired proportions.
 
     ``n10``: pairs where the candidate is right and the baseline wrong; ``n01``: the
-    reverse; ``n``: all pairs. The interval bounds p_candidate − p_baseline, estimated by
-    ``(n10 − n01) / n``; it is found by inverting the score test (root-finding with
-    :func:`scipy.optimize.brentq`), stays inside [−1, 1], and has sensible width even with
+    reverse; ``n``: all pairs. The interval bounds p_candidate - p_baseline, estimated by
+    ``(n10 - n01) / n``; it is found by inverting the score test (root-finding with
+    :func:`scipy.optimize.brentq`), stays inside [-1, 1], and has sensible width even with
     no discordant pairs. scipy has no implementation; the tests check it against the
     published examples of Tango (1998), Agresti & Min (2005) and Fagerland et al. (2014).
     """
@@ -301,10 +323,10 @@ def cluster_robust_ci(
     """Interval for the mean difference when cases are correlated within clusters.
 
     The mean of ``diffs`` is the intercept of an OLS regression, whose CR1 sandwich
-    variance is ``G/(G−1) · Σ_g (Σ_{i∈g} (d_i − d̄))² / n²`` for G clusters (Liang & Zeger
-    1986; Cameron & Miller 2015, the small-sample factor Stata uses). The interval uses
-    the t distribution with G − 1 degrees of freedom. With one case per cluster it equals
-    the paired t interval; with few clusters (G < ~30) it is still approximate.
+    variance for G clusters is ``G/(G-1) * sum_g (sum_{i in g} (d_i - d_mean))^2 / n^2``
+    (Liang & Zeger 1986; Cameron & Miller 2015; the small-sample factor Stata uses). The
+    interval uses the t distribution with G - 1 degrees of freedom. With one case per
+    cluster it equals the paired t interval; with few clusters (G < ~30) it is approximate.
     """
     _check_alpha_sides(alpha, sides)
     values = np.asarray(diffs, dtype=float)
@@ -358,36 +380,36 @@ def _paired_interval(
     cand: np.ndarray,
     *,
     alpha: float,
-    sides: str,
+    sides: Sides,
     cluster_labels: list[str] | None,
     seed: int,
 ) -> tuple[_Interval, str]:
-    """The interval by ``method``, and the method actually used (binary ties → tango)."""
+    """The interval by ``method``, and the method actually used (binary ties -> tango)."""
     diffs = cand - base
     binary = is_binary(base) and is_binary(cand)
     if method == "tango":
         if not binary:
             raise ValueError(
                 "method 'tango' needs binary scores (0 or 1 per case); this metric has other values "
-                "(averaged epochs?) — use 'bootstrap_bca' or 't'"
+                "(averaged epochs?) -- use 'bootstrap_bca' or 't'"
             )
         n10, n01 = _discordant(base, cand)
         return _Interval(*tango_ci(n10, n01, diffs.size, alpha=alpha, sides=sides)), "tango"
     if method != "cluster" and binary and _constant(diffs):
         n10, n01 = _discordant(base, cand)
-        interval = tango_ci(n10, n01, diffs.size, alpha=alpha, sides=sides)
+        low, high = tango_ci(n10, n01, diffs.size, alpha=alpha, sides=sides)
         reason = f"no discordant pairs: {method} is degenerate, used the Tango score interval"
-        return _Interval(*interval, reason), "tango"
+        return _Interval(low, high, reason), "tango"
     if method == "cluster":
         assert cluster_labels is not None
         return _Interval(*cluster_robust_ci(diffs, cluster_labels, alpha=alpha, sides=sides)), method
     if method == "t":
         return _t_interval(diffs, alpha=alpha, sides=sides), method
     kind = "BCa" if method == "bootstrap_bca" else "percentile"
-    interval = _bootstrap_interval(
+    bootstrap = _bootstrap_interval(
         base, cand, alpha=alpha, sides=sides, method=kind, n_resamples=2000, seed=seed
     )
-    return interval, method
+    return bootstrap, method
 
 
 def compare(
@@ -400,7 +422,7 @@ def compare(
     clusters: Mapping[str, str] | None = None,
     seed: int = 0,
 ) -> Comparison:
-    """Compare per-case scores of candidate and baseline (case id → score).
+    """Compare per-case scores of candidate and baseline (case id -> score).
 
     Only case ids present in both with a finite score are paired (None/NaN are dropped;
     ``n`` says how many were used). The interval is the policy's ``method``; for a binary
@@ -473,15 +495,15 @@ def verdict(c: Comparison, *, hypothesis: Hypothesis, margin: float, direction: 
     Work in improvement units (candidate better = positive; the interval is flipped when
     lower values are better). The claim's region and its complement are:
 
-    * ``non_inferiority`` — claim: improvement > −margin. PASS if low > −margin;
-      FAIL if high <= −margin (the whole interval says worse than the margin allows).
-    * ``superiority`` — claim: improvement > margin (usually 0). PASS if low > margin;
+    * ``non_inferiority`` -- claim: improvement > -margin. PASS if low > -margin;
+      FAIL if high <= -margin (the whole interval says worse than the margin allows).
+    * ``superiority`` -- claim: improvement > margin (usually 0). PASS if low > margin;
       FAIL if high <= margin (the candidate is shown *not* better by more than margin, e.g.
       a zero-width interval at 0 for identical models).
-    * ``equivalence`` — claim: |improvement| < margin (TOST with the 1 − 2α interval).
-      PASS if −margin < low and high < margin; FAIL if high <= −margin or low >= margin.
+    * ``equivalence`` -- claim: |improvement| < margin (TOST with the 1 - 2*alpha interval).
+      PASS if -margin < low and high < margin; FAIL if high <= -margin or low >= margin.
 
-    Anything else — the interval straddles a boundary — is INCONCLUSIVE, as is an interval
+    Anything else -- the interval straddles a boundary -- is INCONCLUSIVE, as is an interval
     with a NaN bound. The margin is in the metric's units and must be >= 0.
     """
     _check_margin(hypothesis, margin)
@@ -522,12 +544,12 @@ def guardrail(
 ) -> dict[str, Any]:
     """Check an absolute limit on the candidate's mean, e.g. hallucination rate <= 0.02.
 
-    The interval is two-sided ``1 − 2·alpha``, so each bound is a one-sided ``1 − alpha``
+    The interval is two-sided ``1 - 2*alpha``, so each bound is a one-sided ``1 - alpha``
     bound. Binary values use the Wilson score interval
     (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``); other values the t
     interval. Verdict: PASS when the whole interval is inside the allowed range
     (``ci_high <= max_value`` and/or ``ci_low >= min_value``); FAIL when the whole interval
-    is outside it (evidence of a breach); INCONCLUSIVE when it straddles a limit — even if
+    is outside it (evidence of a breach); INCONCLUSIVE when it straddles a limit -- even if
     the point estimate is over the limit, the gate then cannot promote, but the record does
     not claim a breach it cannot show. None and NaN values are ignored.
     """
@@ -563,7 +585,7 @@ def guardrail(
 
 
 def _cases_needed(z_sum: float, variance: float, distance: float) -> int | None:
-    """Normal-approximation n: (z_sum)² · variance / distance², or None if unreachable."""
+    """Normal-approximation n: (z_sum)^2 * variance / distance^2, or None if unreachable."""
     if distance <= 0 or variance <= 0:
         return None
     return max(2, math.ceil(z_sum**2 * variance / distance**2))
@@ -572,7 +594,7 @@ def _cases_needed(z_sum: float, variance: float, distance: float) -> int | None:
 def _planning_variance(c: Comparison, effect: float) -> tuple[float, float | None]:
     """Per-case variance of the difference for planning, and the discordance rate if binary.
 
-    Binary: (n10 + n01)/n − effect² (the variance of a difference in {−1, 0, 1} with that
+    Binary: (n10 + n01)/n - effect^2 (the variance of a difference in {-1, 0, 1} with that
     discordance rate and mean). Otherwise the observed variance of the differences.
     """
     if c.discordant is None:
@@ -592,19 +614,21 @@ def power_analysis(
 ) -> dict[str, Any]:
     """How small an effect this n can show, and how many paired cases the claim needs.
 
-    Normal approximation with the observed per-case variance σ² of the paired differences
-    (binary metrics: the discordance-based variance ψ − Δ², ψ = share of discordant pairs).
-    With z = z₁₋α (one-sided; z₁₋α/₂ for a two-sided comparison) and z_p = z_power:
+    Normal approximation with the observed per-case variance sd^2 of the paired differences
+    (binary metrics: the discordance-based variance psi - effect^2, psi = share of
+    discordant pairs). With z = z(1-alpha) (one-sided; z(1-alpha/2) for a two-sided
+    comparison) and z_p = z(power):
 
-    * ``mde`` — the distance from the claim's boundary a true effect must have to be shown
-      with this power at the current n: (z + z_p)·σ/√n. For equivalence (true effect 0)
-      it is the smallest margin this n would show: (z + z₁₋₍₁₋power₎/₂)·σ/√n.
-    * ``n_needed`` — cases for the claim under the planning assumption ``assumed_effect``:
+    * ``mde`` -- the distance from the claim's boundary a true effect must have to be shown
+      with this power at the current n: (z + z_p)*sd/sqrt(n). For equivalence (true effect 0)
+      it is the smallest margin this n would show: (z + z(1-(1-power)/2))*sd/sqrt(n).
+    * ``n_needed`` -- cases for the claim under the planning assumption ``assumed_effect``:
       0 (the models are truly equal) for non-inferiority and equivalence, the conventional
       and conservative choice that does not reward a lucky draw; the observed improvement
-      for superiority. n = (z + z_p)²σ²/(effect − boundary)²; equivalence uses
-      (margin − |effect|) as the distance. None when the effect cannot clear the boundary.
-    * ``n_needed_observed`` — the same if the true effect equals the observed improvement.
+      for superiority. n = (z + z_p)^2 * sd^2 / (effect - boundary)^2; equivalence uses
+      (margin - |effect|) as the distance. None when the effect cannot clear the boundary
+      or the differences have no variance (nothing to plan from).
+    * ``n_needed_observed`` -- the same if the true effect equals the observed improvement.
 
     ``alpha`` defaults to the comparison's alpha.
     """
@@ -659,11 +683,11 @@ def newcombe_independent_ci(
     alpha: float = 0.05,
     sides: Sides = "one",
 ) -> tuple[float, float]:
-    """Newcombe's (1998, method 10) hybrid score interval for p_candidate − p_baseline.
+    """Newcombe's (1998, method 10) hybrid score interval for p_candidate - p_baseline.
 
-    Independent samples. With Wilson intervals (l₁, u₁) for the candidate and (l₂, u₂) for
+    Independent samples. With Wilson intervals (l1, u1) for the candidate and (l2, u2) for
     the baseline (from :func:`scipy.stats.binomtest`):
-    low = d − √((p₁ − l₁)² + (u₂ − p₂)²), high = d + √((u₁ − p₁)² + (p₂ − l₂)²).
+    low = d - sqrt((p1 - l1)^2 + (u2 - p2)^2), high = d + sqrt((u1 - p1)^2 + (p2 - l2)^2).
     """
     level = _confidence_level(alpha, sides)
     if min(n_candidate, n_baseline) < 1:
@@ -684,10 +708,10 @@ def unpaired_compare(
 ) -> Comparison:
     """Compare two versions on different traffic (production monitoring): not paired.
 
-    Binary values → Newcombe's hybrid score interval (method ``newcombe``); otherwise
+    Binary values -> Newcombe's hybrid score interval (method ``newcombe``); otherwise
     Welch's t interval (``scipy.stats.ttest_ind(equal_var=False)``, method ``welch``).
     None/NaN are dropped. ``n`` is the total of both groups (each in ``n_baseline`` /
-    ``n_candidate``), and ``sd_diff`` is √(s²_baseline + s²_candidate), the sd of the
+    ``n_candidate``), and ``sd_diff`` is sqrt(s^2_baseline + s^2_candidate), the sd of the
     difference between one candidate and one baseline observation.
     """
     _check_alpha_sides(alpha, sides)

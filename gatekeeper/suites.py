@@ -387,10 +387,14 @@ def load_yaml_suite(path: Path) -> Suite | None:
 
 
 def discover(paths: Iterable[str | Path], config: Config) -> list[Path]:
-    """Files under ``paths`` that match ``config.suite_patterns``, like pytest's discovery."""
+    """Files under ``paths`` that match ``config.suite_patterns``, like pytest's discovery.
+
+    Relative paths are taken as given (relative to the working directory); the caller
+    resolves configured paths against the project root first.
+    """
     found: list[Path] = []
     for raw in paths:
-        p = config.path(raw) if not Path(raw).exists() else Path(raw)
+        p = Path(raw)
         if p.is_file():
             found.append(p)
         elif p.is_dir():

@@ -48,12 +48,14 @@ class AuditCommand(Command):
     def configure(self, parser: argparse.ArgumentParser) -> None:
         actions = parser.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
         verify = actions.add_parser(
-            "verify", help="check the hash chain; exit 1 at the first edited, deleted, "
-            "reordered, inserted or truncated record"
+            "verify",
+            help="check the hash chain; exit 1 at the first edited, deleted, "
+            "reordered, inserted or truncated record",
         )
         _add_log_option(verify)
         verify.add_argument(
-            "--anchor", metavar="HASH",
+            "--anchor",
+            metavar="HASH",
             help="a head hash printed by an earlier verify: fail if that record is gone",
         )
         show = actions.add_parser("show", help="print the records about a run or model alias")
@@ -71,10 +73,14 @@ class AuditCommand(Command):
     @staticmethod
     def _verify(args: argparse.Namespace, path: Path) -> int:
         if not path.is_file():
-            raise UsageError("no audit log here (nothing was recorded yet, or it was removed)", file=str(path))
+            raise UsageError(
+                "no audit log here (nothing was recorded yet, or it was removed)", file=str(path)
+            )
         result = AuditLog(path).verify(anchor=args.anchor)
         if not result.ok:
-            print(f"audit trail BROKEN at record {result.first_bad} (line {result.first_bad}): {result.reason}")
+            print(
+                f"audit trail BROKEN at record {result.first_bad} (line {result.first_bad}): {result.reason}"
+            )
             return 1
         print(f"audit trail OK: {result.count} records")
         if result.head:
@@ -111,8 +117,10 @@ def format_history(records: list[dict[str, Any]]) -> str:
         for r in records
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    ]
     return "\n".join(line.rstrip() for line in lines)
 
 

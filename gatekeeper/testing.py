@@ -1,0 +1,110 @@
+"""Helpers for testing gatekeeper plugins, in the spirit of pytest's ``pytester``.
+
+The ``gatekeeper_project`` fixture (registered by gatekeeper's pytest plugin) gives a
+:class:`Project`: a throwaway directory to write suites, recordings and config into,
+and a :meth:`Project.run` that runs the real CLI in-process and captures its output::
+
+    def test_my_evaluator(gatekeeper_project):
+        gatekeeper_project.write("suites/s.yaml", SUITE)
+        gatekeeper_project.write_jsonl("rec.jsonl", [{"id": "a", "output": "hi"}])
+        result = gatekeeper_project.run("run", "suites", "--model", "replay:rec.jsonl")
+        assert result.exit_code == 0
+        result.fnmatch_lines(["*shouty*1.000*"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class CLIResult:
+    """What a CLI run printed and returned."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    @property
+    def lines(self) -> list[str]:
+        return self.output.splitlines()
+
+    def fnmatch_lines(self, patterns: Sequence[str]) -> None:
+        """Assert each glob pattern matches some line, in order (like pytester)."""
+        lines = self.lines
+        pos = 0
+        for pattern in patterns:
+            for i in range(pos, len(lines)):
+                if fnmatch.fnmatch(lines[i], pattern):
+                    pos = i + 1
+                    break
+            else:
+                raise AssertionError(
+                    f"no line matching {pattern!r} after line {pos}; output was:\n{self.output}"
+                )
+
+    def json(self, path: str | Path) -> Any:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class Project:
+    """A throwaway gatekeeper project rooted at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, relpath: str, text: str) -> Path:
+        target = self.path / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return target
+
+    def write_jsonl(self, relpath: str, rows: Iterable[dict[str, Any]]) -> Path:
+        return self.write(relpath, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def read_json(self, relpath: str) -> Any:
+        return json.loads((self.path / relpath).read_text(encoding="utf-8"))
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> CLIResult:
+        """Run ``gatekeeper ARGS`` in-process with this project as the working directory."""
+        from gatekeeper.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        old_cwd = Path.cwd()
+        old_env = {k: os.environ.get(k) for k in (env or {})}
+        try:
+            os.chdir(self.path)
+            os.environ.update(env or {})
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(list(args))
+        finally:
+            os.chdir(old_cwd)
+            for key, value in old_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        return CLIResult(code, out.getvalue(), err.getvalue())
+
+    def run_subprocess(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> CLIResult:
+        """Run ``gatekeeper ARGS`` in a real child process (for start-up and signal tests)."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "gatekeeper.cli", *args], cwd=self.path, capture_output=True,
+            text=True, env={**os.environ, **(env or {})}, timeout=timeout,
+        )
+        return CLIResult(proc.returncode, proc.stdout, proc.stderr)
