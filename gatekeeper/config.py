@@ -23,12 +23,12 @@ class RunnerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    concurrency: int = Field(8, ge=1, description="initial requests in flight per model")
-    max_concurrency: int = Field(64, ge=1, description="AIMD never goes above this")
-    timeout_s: float = Field(120.0, gt=0, description="per-call time limit")
-    retries: int = Field(5, ge=0, description="retries of a retryable failure")
-    backoff_s: float = Field(0.5, ge=0, description="first backoff; doubles, with jitter")
-    max_backoff_s: float = Field(30.0, ge=0)
+    concurrency: int = Field(default=8, ge=1, description="initial requests in flight per model")
+    max_concurrency: int = Field(default=64, ge=1, description="AIMD never goes above this")
+    timeout_s: float = Field(default=120.0, gt=0, description="per-call time limit")
+    retries: int = Field(default=5, ge=0, description="retries of a retryable failure")
+    backoff_s: float = Field(default=0.5, ge=0, description="first backoff; doubles, with jitter")
+    max_backoff_s: float = Field(default=30.0, ge=0)
 
 
 class Config(BaseModel):

@@ -913,6 +913,41 @@ def check_scope(policy: Policy, provenance: Mapping[str, Any] | None) -> ScopeRe
     return min(results, key=lambda r: len(r.deviations))
 
 
+def check_sequestered(
+    policy: Policy, content_hashes: Mapping[str, Collection[str]], prior_uses: Mapping[str, int]
+) -> list[str]:
+    """Deviations from the sequestered test sets' rules, for the suites this check evaluated.
+
+    ``content_hashes`` maps each evaluated suite to the SHA-256 digests of its content (its
+    dataset files and the suite's own hash); ``prior_uses`` to how many earlier checks
+    evaluated it (from the audit trail). A pinned ``sha256`` none of the digests matches
+    means the held-out data changed; ``prior_uses`` at the reuse limit means this
+    evaluation would exceed it.
+    """
+    rules = policy.data_management
+    found: list[str] = []
+    for test_set in rules.sequestered_test_sets:
+        if test_set.suite not in content_hashes:
+            continue
+        clause = f"data_management.sequestered_test_sets[{test_set.suite}]"
+        digests = {d.removeprefix("sha256:") for d in content_hashes[test_set.suite]}
+        if test_set.sha256 and test_set.sha256 not in digests:
+            shown = ", ".join(sorted(d[:12] for d in digests)) or "none"
+            found.append(
+                f"{clause}.sha256: the test data of suite {test_set.suite!r} changed "
+                f"(pinned {test_set.sha256[:12]}…, found {shown})"
+            )
+        limit = rules.reuse_limit(test_set)
+        used = prior_uses.get(test_set.suite, 0)
+        if limit is not None and used >= limit:
+            where = f"{clause}.max_reuse" if test_set.max_reuse is not None else "data_management.max_reuse"
+            found.append(
+                f"{where}: suite {test_set.suite!r} has already been evaluated {used} times; "
+                f"the limit is {limit}, so it is no longer a sequestered test set"
+            )
+    return found
+
+
 def _deviations(policy: Policy, mod: Modification, provenance: Mapping[str, Any]) -> list[str]:
     found = _bound_deviations(mod, provenance)
     if mod.type in TRAINING_TYPES:

@@ -19,6 +19,7 @@ from gatekeeper.policy import (
     Policy,
     ScopeResult,
     check_scope,
+    check_sequestered,
     load_policy,
     required_approvals,
 )
@@ -601,6 +602,32 @@ def test_clinical_scope_checks_consent_and_decoding_bounds(clinical: Policy) -> 
     assert check_scope(clinical, decoding) == ScopeResult(
         "M3", ["modifications[M3].bounds.max_temperature: temperature 0.7 exceeds 0.3"]
     )
+
+
+def test_sequestered_test_set_changed_or_reused_too_often_is_a_deviation(tmp_path: Path) -> None:
+    pinned = "d" * 64
+    path = write_policy(
+        tmp_path, "{suite: mini, max_reuse: 3}", f"{{suite: mini, sha256: 'sha256:{pinned}', max_reuse: 3}}"
+    )
+    policy = load_policy(path)
+
+    assert check_sequestered(policy, {"mini": ["e" * 64, pinned]}, {"mini": 2}) == []
+    assert check_sequestered(policy, {"other": ["e" * 64]}, {"other": 99}) == []  # not sequestered
+    assert check_sequestered(policy, {"mini": ["e" * 64]}, {"mini": 3}) == [
+        "data_management.sequestered_test_sets[mini].sha256: the test data of suite 'mini' changed "
+        "(pinned dddddddddddd…, found eeeeeeeeeeee)",
+        "data_management.sequestered_test_sets[mini].max_reuse: suite 'mini' has already been evaluated "
+        "3 times; the limit is 3, so it is no longer a sequestered test set",
+    ]
+
+
+def test_sequestered_reuse_falls_back_to_the_section_default(tmp_path: Path) -> None:
+    old, new = "    - {suite: mini, max_reuse: 3}\n", "    - {suite: mini}\n  max_reuse: 5\n"
+    path = write_policy(tmp_path, old, new)
+    policy = load_policy(path)
+
+    assert check_sequestered(policy, {"mini": []}, {"mini": 4}) == []
+    assert check_sequestered(policy, {"mini": []}, {"mini": 5})[0].startswith("data_management.max_reuse: ")
 
 
 # --------------------------------------------------------------------------- docs

@@ -40,7 +40,8 @@ ClaimKind = Literal["number", "entity", "word"]
 
 # Words that carry no checkable claim: function words (in the spirit of the NLTK and
 # SMART lists), answer fillers ("yes", "actually"), light verbs ("get", "make") and the
-# currency and percent words that stand beside a number, which is checked itself.
+# currency and percent words that stand beside a number (checked itself), and words about
+# the task rather than the world ("according to the passage", "the information provided").
 STOPWORDS = frozenset(
     """
     a about above across after afterwards again against all almost alone along already also
@@ -68,6 +69,7 @@ STOPWORDS = frozenset(
     given take takes took taken go goes went gone come comes came let lets say says said
     thing things way ways lot lots
     dollar dollars usd eur euro euros gbp percent pct cent cents
+    context passage document text source information provided question mentioned stated
     """.split()
 )
 
@@ -478,11 +480,14 @@ class GroundingParams(ScoringParams):
     check_entities: bool = True
     check_words: bool = True
     max_unsupported_numbers: int = Field(default=0, ge=0)
+    """Hallucinated when more distinct numbers than this are unsupported."""
     max_unsupported_entities: int = Field(default=0, ge=0)
-    max_unsupported_words: int = Field(default=2, ge=0)
-    """Hallucinated when more distinct content words than this are unsupported ..."""
-    max_unsupported_word_fraction: float = Field(default=0.34, ge=0, le=1)
-    """... or when more than this fraction of the distinct content words are."""
+    """Hallucinated when more distinct names than this are unsupported."""
+    max_unsupported_words: int | None = Field(default=None, ge=0)
+    """Hallucinated when more distinct content words than this are unsupported, however
+    long the output (``None``: no such limit; the fraction below still applies)."""
+    max_unsupported_word_fraction: float = Field(default=0.25, ge=0, le=1)
+    """Hallucinated when more than this fraction of the distinct content words are unsupported."""
     prefix_match: int = Field(default=6, ge=0)
     """A word also counts as supported when a context word shares its first N letters
     (after stemming); 0 turns this off."""
@@ -499,8 +504,14 @@ def question_of(case: Case) -> str:
     return ""
 
 
-def _reason_item(claim: Claim) -> str:
-    return f"{claim.kind} {claim.span.text!r}"
+def _listing(claims: list[Claim], limit: int = 5) -> str:
+    texts = list(dict.fromkeys(c.span.text for c in claims))
+    shown = ", ".join(repr(text) for text in texts[:limit])
+    return shown + (f" and {len(texts) - limit} more" if len(texts) > limit else "")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 class Grounding(Detector):
@@ -518,7 +529,7 @@ class Grounding(Detector):
         if self.params.check_numbers:
             for number in found.numbers:
                 ok = support.has_number(number)
-                why = "" if ok else "this value is not in the context"
+                why = "" if ok else "value not in the context"
                 key = str(number.date) if number.date else _canonical(number.value or Decimal(0))
                 claims.append(Claim("number", key, Span(number.text, number.start, number.end, "number", why), ok))
         in_names: set[int] = set()
@@ -539,34 +550,40 @@ class Grounding(Detector):
                 if not token.norm.replace("'", "").isalpha():
                     continue
                 ok = support.has_word(token.norm)
-                why = "" if ok else "not in the context"
-                span = Span(token.text, token.start, token.end, "word", why)
+                span = Span(token.text, token.start, token.end, "word", "" if ok else "not in the context")
                 claims.append(Claim("word", stem(token.norm), span, ok))
         claims.sort(key=lambda c: c.span.start)
         return claims
 
-    def verdict(self, claims: list[Claim]) -> tuple[bool, list[str]]:
-        """Whether the unsupported claims make the output hallucinated, and why."""
+    def verdict(self, claims: list[Claim]) -> tuple[list[str], list[str]]:
+        """``(broken, tolerated)``: what makes the output hallucinated (empty when it is
+        grounded), and the unsupported items that stayed within the limits."""
         p = self.params
-
-        def distinct(kind: ClaimKind, supported: bool | None = None) -> set[str]:
-            return {c.key for c in claims if c.kind == kind and (supported is None or c.supported == supported)}
-
-        bad_numbers, bad_entities = distinct("number", False), distinct("entity", False)
-        words, bad_words = distinct("word"), distinct("word", False)
-        reasons = []
-        if len(bad_numbers) > p.max_unsupported_numbers:
-            reasons.append(f"{len(bad_numbers)} unsupported number(s)")
-        if len(bad_entities) > p.max_unsupported_entities:
-            reasons.append(f"{len(bad_entities)} unsupported name(s)")
-        if len(bad_words) > p.max_unsupported_words:
-            reasons.append(f"{len(bad_words)} unsupported content words (limit {p.max_unsupported_words})")
-        elif words and bad_words and len(bad_words) / len(words) > p.max_unsupported_word_fraction:
-            reasons.append(
-                f"{len(bad_words)} of {len(words)} content words unsupported "
-                f"(limit {p.max_unsupported_word_fraction:.0%})"
-            )
-        return bool(reasons), reasons
+        broken: list[str] = []
+        tolerated: list[str] = []
+        for kind, noun, limit in (
+            ("number", "number", p.max_unsupported_numbers), ("entity", "name", p.max_unsupported_entities),
+        ):
+            bad = [c for c in claims if c.kind == kind and not c.supported]
+            distinct = len({c.key for c in bad})
+            if distinct > limit:
+                broken.append(f"{_count(distinct, noun)} not in the context: {_listing(bad)}")
+            elif bad:
+                tolerated.append(f"{_count(distinct, noun)} ({_listing(bad)})")
+        words = [c for c in claims if c.kind == "word"]
+        bad_words = [c for c in words if not c.supported]
+        n_words, n_bad = len({c.key for c in words}), len({c.key for c in bad_words})
+        if not n_bad:
+            return broken, tolerated
+        fraction = n_bad / n_words
+        what = f"{n_bad} of {_count(n_words, 'content word')} not in the context"
+        if p.max_unsupported_words is not None and n_bad > p.max_unsupported_words:
+            broken.append(f"{what} (limit {p.max_unsupported_words}): {_listing(bad_words)}")
+        elif fraction > p.max_unsupported_word_fraction:
+            broken.append(f"{what} (limit {p.max_unsupported_word_fraction:.0%}): {_listing(bad_words)}")
+        else:
+            tolerated.append(f"{n_bad} of {_count(n_words, 'content word')} ({_listing(bad_words)})")
+        return broken, tolerated
 
     def score(self, case: Case, generation: Generation) -> Score:
         if not case.context or not case.context.strip():
@@ -575,26 +592,25 @@ class Grounding(Detector):
         support = support_index(texts, self.params.prefix_match)
         claims = self.claims(generation.text, support)
         unsupported = [c for c in claims if not c.supported]
-        hallucinated, reasons = self.verdict(claims)
+        broken, tolerated = self.verdict(claims)
         checked = len(claims)
-        support_fraction = (checked - len(unsupported)) / checked if checked else 1.0
         details = {
-            "support": support_fraction,
+            "support": (checked - len(unsupported)) / checked if checked else 1.0,
             "checked": checked,
             "unsupported": [c.span.text for c in unsupported],
             "unsupported_by_kind": {
                 kind: [c.span.text for c in unsupported if c.kind == kind] for kind in ("number", "entity", "word")
             },
         }
-        listed = ", ".join(_reason_item(c) for c in unsupported[:6]) + (" ..." if len(unsupported) > 6 else "")
-        if hallucinated:
-            reason = f"hallucinated: {'; '.join(reasons)}: {listed}"
-        elif unsupported:
-            reason = f"grounded: {len(unsupported)} of {checked} items unsupported, within the limits: {listed}"
+        also = f"; within the limits: {'; '.join(tolerated)}" if tolerated else ""
+        if broken:
+            reason = f"hallucinated: {'; '.join(broken)}{also}"
+        elif tolerated:
+            reason = f"grounded: {checked - len(unsupported)} of {checked} checked items supported{also}"
         else:
-            reason = f"grounded: all {checked} checked items are in the context"
-        return self.result(1.0 if hallucinated else 0.0, reason=reason, spans=[c.span for c in unsupported],
-                           details=details)
+            reason = f"grounded: all {_count(checked, 'checked item')} are in the context"
+        spans = [c.span for c in unsupported]
+        return self.result(1.0 if broken else 0.0, reason=reason, spans=spans, details=details)
 
 
 @hookimpl

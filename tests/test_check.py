@@ -1,0 +1,260 @@
+"""`gatekeeper check`: decisions, exit codes, reasons, reports, scope, approvals, audit."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.testing import Project
+
+REPO = Path(__file__).resolve().parents[1]
+N = 120
+
+SUITE = """
+suite: paired
+prompt: {messages: [{role: user, content: "{{ input }}"}]}
+dataset: cases.jsonl
+slices: [topic]
+evaluators:
+  - {name: contains, as: facts, field: facts, mode: all}
+"""
+
+POLICY = """
+metadata: {id: test-pccp, title: Test plan, version: "2", effective_date: 2026-01-01, owner: qa}
+modifications:
+  - id: M1
+    type: lora_adapter_retrain
+    description: adapter retrain
+    bounds: {base_model: smollm2, max_adapter_rank: 16, allowed_data_sources: [curated-v1]}
+    authorization: automatic
+    evaluation: [facts]
+  - id: M2
+    type: prompt_template_change
+    description: prompt change
+    authorization: manual
+    evaluation: [facts]
+data_management:
+  sources: [{id: curated-v1}]
+performance_evaluation:
+  suites: [paired]
+  metrics:
+    - name: facts
+      metric: facts
+      direction: higher
+      hypothesis: non_inferiority
+      margin: {margin}
+      alpha: 0.05
+      ci_method: tango
+      critical: true
+      slices: [topic]
+      min_slice_n: 20
+gate: {max_error_rate: 0.0}
+update_procedures:
+  approvals:
+    - role: qa-lead
+      meaning: approval
+      public_keys: [keys/qa.pub]
+      required_for: [M2]
+impact_assessment:
+  intended_use: tests
+  risks: [{id: R1, description: loses facts, mitigation: gate, metrics: [facts]}]
+traceability:
+  - {modification: M1, evaluations: [facts], rationale: r}
+  - {modification: M2, evaluations: [facts], rationale: r}
+"""
+
+
+def paired_project(project: Project, *, improved: int, regressed: int, both_right: int,
+                   margin: float = 0.05, n: int = N) -> Project:
+    """Baseline right on ``both_right + regressed`` cases; the candidate flips some."""
+    rows, base, cand = [], [], []
+    for i in range(n):
+        cid = f"c{i:03d}"
+        rows.append({"id": cid, "input": f"question {i}", "facts": ["yes"], "topic": ["a", "b", "c"][i % 3],
+                     "tags": ["refund"] if i % 2 else ["shipping"]})
+        b_ok = i < both_right + regressed
+        c_ok = i < both_right or (both_right + regressed <= i < both_right + regressed + improved)
+        base.append({"id": cid, "output": "yes" if b_ok else "no"})
+        cand.append({"id": cid, "output": "yes" if c_ok else "no"})
+    project.write("suites/paired.yaml", SUITE)
+    project.write_jsonl("suites/cases.jsonl", rows)
+    project.write_jsonl("baseline.jsonl", base)
+    project.write_jsonl("candidate.jsonl", cand)
+    project.write("policy.yaml", POLICY.replace("{margin}", str(margin)))
+    from gatekeeper.approvals import new_keypair
+
+    if not (project.path / "keys/qa.pub").exists():
+        new_keypair(project.path / "keys/qa", signer="Quinn QA")
+    return project
+
+
+def check(project: Project, *extra: str) -> tuple[int, dict, str]:
+    result = project.run("check", "--baseline", "replay:baseline.jsonl", "--candidate", "replay:candidate.jsonl",
+                         "--policy", "policy.yaml", "--out", "out", *extra)
+    record = project.read_json("out/decision.json") if (project.path / "out/decision.json").exists() else {}
+    return result.exit_code, record, result.output
+
+
+def test_better_candidate_is_promoted_with_reasons(project: Project) -> None:
+    paired_project(project, improved=12, regressed=2, both_right=90)
+    code, record, output = check(project)
+    assert code == 0, output
+    assert record["decision"] == "PROMOTE" and record["exit_code"] == 0
+    overall = next(m for m in record["metrics"] if m["name"] == "facts" and m["slice"] is None)
+    assert overall["n"] == N and overall["verdict"] == "PASS"
+    assert overall["delta"] == pytest.approx(10 / N)
+    assert overall["comparison"]["discordant"] == [12, 2]
+    assert overall["ci_low"] > -0.05
+    reason = next(r for r in record["reasons"] if r["clause"] == "performance_evaluation.metrics[facts]")
+    assert reason["text"].startswith("facts: Δ +0.083 (candidate 0.850 vs baseline 0.767), 90% CI [")
+    assert "tango" in reason["text"] and "→ PASS" in reason["text"]
+    assert "decision: PROMOTE" in output
+    slices = [m for m in record["metrics"] if m["slice"]]
+    assert {m["slice"]["value"] for m in slices} == {"a", "b", "c"} and all(m["n"] == 40 for m in slices)
+
+
+def test_worse_candidate_is_rejected_naming_clause_and_numbers(project: Project) -> None:
+    paired_project(project, improved=2, regressed=20, both_right=80)
+    code, record, output = check(project)
+    assert code == 1, output
+    assert record["decision"] == "REJECT"
+    texts = [r["text"] for r in record["reasons"] if r["verdict"] == "FAIL"]
+    assert any(t.startswith("facts: Δ -0.150 (candidate 0.683 vs baseline 0.833)") for t in texts), texts
+    assert any("lies wholly beyond the non-inferiority bound Δ = -0.050" in t for t in texts)
+
+
+def test_insufficient_evidence_is_inconclusive_with_n_needed(project: Project) -> None:
+    paired_project(project, improved=5, regressed=5, both_right=90, margin=0.03)
+    code, record, output = check(project)
+    assert code == 3, output
+    assert record["decision"] == "INCONCLUSIVE"
+    overall = next(m for m in record["metrics"] if m["slice"] is None)
+    assert overall["verdict"] == "INCONCLUSIVE"
+    assert overall["power"]["n_needed"] > N
+    assert f"about {overall['power']['n_needed']} cases needed" in overall["reason"]
+
+
+def test_out_of_scope_modification_is_rejected_as_deviation(project: Project) -> None:
+    paired_project(project, improved=12, regressed=2, both_right=90)
+    (project.path / "candidate.provenance.json").write_text(json.dumps({
+        "modification": "lora_adapter_retrain",
+        "base_model": {"name": "smollm2", "digest": "ab" * 32},
+        "adapter": {"rank": 64, "alpha": 16, "target_modules": ["q_proj"]},
+        "data": {"sources": ["curated-v1"], "rows": 100, "sha256": "cd" * 32},
+    }))
+    code, record, output = check(project)
+    assert code == 1, output
+    assert record["decision"] == "REJECT"
+    assert record["scope"]["provenance_file"].endswith("candidate.provenance.json")
+    deviation = [r for r in record["reasons"] if r["verdict"] == "DEVIATION"]
+    assert deviation and "max_adapter_rank" in deviation[0]["clause"] and "64" in deviation[0]["text"]
+    junit = ET.parse(project.path / "out/junit.xml").getroot()
+    assert junit.find(".//testcase[@name='scope']/failure") is not None
+
+
+def test_manual_modification_holds_until_a_valid_signature(project: Project) -> None:
+    paired_project(project, improved=12, regressed=2, both_right=90)
+    (project.path / "candidate.provenance.json").write_text(json.dumps({"modification": "M2"}))
+    code, record, output = check(project)
+    assert code == 2, output
+    assert record["decision"] == "HOLD"
+    assert "signed approval required from: qa-lead (approval)" in output
+    status = project.run("status", "out")
+    assert status.exit_code == 2 and "missing approval(s) qa-lead (approval)" in status.stdout
+
+    # A key the policy does not list is refused.
+    from gatekeeper.approvals import new_keypair
+
+    new_keypair(project.path / "mallory", signer="Mallory")
+    bad = project.run("approve", "out", "--key", "mallory.key", "--signer", "Mallory",
+                      "--meaning", "approval", "--role", "qa-lead")
+    assert bad.exit_code == 0, bad.output  # signing itself works; counting it does not
+    assert project.run("status", "out").exit_code == 2
+
+    good = project.run("approve", "out", "--key", "keys/qa.key", "--signer", "Quinn QA",
+                       "--meaning", "approval", "--role", "qa-lead")
+    assert good.exit_code == 0, good.output
+    status = project.run("status", "out")
+    assert status.exit_code == 0, status.output
+    assert "promotable: yes" in status.stdout and "refused:" in status.stdout
+
+    # Editing the decision after signing invalidates the signature.
+    record["decision"] = "PROMOTE"
+    record["reasons"] = []
+    (project.path / "out/decision.json").write_text(json.dumps(record))
+    record["decision"] = "HOLD"
+    (project.path / "out/decision.json").write_text(json.dumps(record))
+    assert project.run("status", "out").exit_code == 2
+
+
+def test_decision_record_reports_and_audit_trail(project: Project) -> None:
+    paired_project(project, improved=12, regressed=2, both_right=90)
+    project.write("gatekeeper_plugins.py", """
+        from gatekeeper import hookimpl
+        @hookimpl
+        def gatekeeper_decision_made(record):
+            print("notified:", record["decision"], len(record["metrics"]))
+    """)
+    code, record, output = check(project)
+    assert code == 0
+    assert "notified: PROMOTE 4" in output
+    assert record["schema"] == "gatekeeper.decision/1"
+    assert record["policy"]["id"] == "test-pccp" and len(record["policy"]["sha256"]) == 64
+    assert set(record["models"]) == {"candidate", "baseline"}
+    assert record["test_sets"]["paired"]["previous_uses"] == 0
+    junit = ET.parse(project.path / "out/junit.xml").getroot()
+    names = [tc.get("name") for tc in junit.iter("testcase")]
+    assert names == ["facts", "facts[topic=a]", "facts[topic=b]", "facts[topic=c]"]
+    summary = (project.path / "out/summary.md").read_text()
+    assert summary.startswith("# ✅ gatekeeper: **PROMOTE**")
+    assert "| facts | all | 120 | 0.767 | 0.850 | 0.083 |" in summary
+
+    verify = project.run("audit", "verify")
+    assert verify.exit_code == 0 and "audit trail OK: 1 records" in verify.stdout
+    from gatekeeper.approvals import record_hash
+    from gatekeeper.audit import AuditLog
+
+    (entry,) = AuditLog(project.path / ".gatekeeper/audit.jsonl").records()
+    assert entry["action"] == "check" and entry["subject"] == record["run_id"]
+    assert entry["refs"]["decision"] == record_hash(record)
+    assert entry["refs"]["policy"] == record["policy"]["sha256"]
+
+    # The second check reuses every cached output and counts the test-set reuse.
+    code, record, output = check(project)
+    assert code == 0 and "model calls: 0 (cache hits: 240)" in output
+    assert record["test_sets"]["paired"]["previous_uses"] == 1
+
+
+def test_test_set_reuse_limit_rejects(project: Project) -> None:
+    paired_project(project, improved=12, regressed=2, both_right=90)
+    policy = (project.path / "policy.yaml").read_text().replace(
+        "  sources: [{id: curated-v1}]", "  sources: [{id: curated-v1}]\n"
+        "  sequestered_test_sets: [{suite: paired, max_reuse: 1}]", 1)
+    (project.path / "policy.yaml").write_text(policy)
+    assert check(project)[0] == 0
+    code, record, _ = check(project)
+    assert code == 1
+    assert any("max_reuse" in r["clause"] for r in record["reasons"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda p: p.replace("owner: qa}", "owner: qa, colour: red}"), ":1: metadata.colour: unknown field"),
+        (lambda p: p.replace("margin: 0.05", "margin: -0.05"), ":23: performance_evaluation.metrics[0].margin:"),
+        (lambda p: p.replace("ci_method: tango", "ci_method: jackknife"),
+         ":25: performance_evaluation.metrics[0].ci_method:"),
+        (lambda p: p.replace("suites: [paired]", "suites: [paired, nowhere]"),
+         ":17: performance_evaluation.suites[1]:"),
+    ],
+)
+def test_malformed_policy_exits_4_with_file_line_field(project: Project, edit, expected: str) -> None:  # type: ignore[no-untyped-def]
+    paired_project(project, improved=12, regressed=2, both_right=90)
+    (project.path / "policy.yaml").write_text(edit((project.path / "policy.yaml").read_text()))
+    code, _, output = check(project)
+    assert code == 4, output
+    line = output.strip().splitlines()[-1]
+    assert line.startswith("error: policy.yaml:") and expected in line, line
