@@ -23,8 +23,18 @@ $(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcar
 	$(BIN)/python -m pip install -q -e ".[dev]" $(foreach p,$(PLUGINS),-e $(p)) $(foreach p,$(TEST_PLUGINS),-e $(p))
 	touch $@
 
+DEMO_ADAPTER = .gatekeeper/adapters/support-demo
+DEMO_OUT     = gatekeeper-out/demo
+
+# The main job: tune once (reused afterwards), then a real gate on the embedded model.
 demo: $(BIN)/.installed
-	$(BIN)/python bench/../docs/../scripts/demo.py
+	@test -f $(DEMO_ADAPTER)/provenance.json || $(BIN)/gatekeeper tune --tuner lora --base hf:smollm2 \
+	    --data suites/training/support_sft.jsonl --out $(DEMO_ADAPTER) --policy policies/support-assistant.yaml
+	@set +e; $(BIN)/gatekeeper check suites --baseline hf:smollm2 \
+	    --candidate "hf:smollm2?adapter=$(DEMO_ADAPTER)" \
+	    --policy policies/support-assistant.yaml --out $(DEMO_OUT); code=$$?; \
+	  echo "gatekeeper check exited $$code (0 PROMOTE, 1 REJECT, 2 HOLD, 3 INCONCLUSIVE); reports in $(DEMO_OUT)/"; \
+	  test $$code -le 3
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 tests plugins

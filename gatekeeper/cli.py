@@ -11,7 +11,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
 from typing import NoReturn
 
 from gatekeeper.types import GatekeeperError, UsageError
@@ -64,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - last resort: one line, code 5
+    except Exception as exc:
         if os.environ.get("GATEKEEPER_DEBUG"):
             raise
         print(f"internal error: {type(exc).__name__}: {exc} (set GATEKEEPER_DEBUG=1 for a traceback)",

@@ -208,7 +208,10 @@ def evaluate_metrics(
                 if len(keys) < spec.min_slice_n:
                     srow = evaluate_metric(spec, {}, {}, clusters=None, clause=sclause, slice_=sl)
                     srow["n"] = len(keys)
-                    srow["reason"] = f"{spec.name}[{field_name}={value}]: n = {len(keys)} is below min_slice_n {spec.min_slice_n}"
+                    srow["reason"] = (
+                        f"{spec.name}[{field_name}={value}]: n = {len(keys)} is below "
+                        f"min_slice_n {spec.min_slice_n}"
+                    )
                 else:
                     srow = evaluate_metric(
                         spec, _means(base_all, keys), _means(cand_all, keys), clusters=clusters,

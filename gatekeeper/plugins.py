@@ -12,7 +12,7 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -97,7 +97,7 @@ class PluginHost:
     def _import(name: str, module: str) -> ModuleType:
         try:
             return importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
+        except Exception as exc:
             raise PluginError(
                 name, f"failed to import {module!r}: {type(exc).__name__}: {exc} "
                 f"(skip it with -p no:{name})"
@@ -108,7 +108,7 @@ class PluginHost:
             return
         try:
             self.pm.register(plugin, name=name)
-        except Exception as exc:  # noqa: BLE001 - pluggy validation of the plugin's hooks
+        except Exception as exc:
             raise PluginError(name, f"invalid plugin: {exc}") from None
         info.hooks = sorted(
             hc.name for hc in self.pm.get_hookcallers(plugin) or [] if hc.name.startswith("gatekeeper_")
@@ -121,7 +121,7 @@ class PluginHost:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise PluginError(
                     ep.name, f"failed to import {ep.value!r}: {type(exc).__name__}: {exc} "
                     f"(skip it with -p no:{ep.name})"
@@ -139,7 +139,7 @@ class PluginHost:
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise PluginError(name, f"{path} failed to load: {type(exc).__name__}: {exc}") from None
         self._register(name, module, PluginInfo(name, "local", str(path)))
 
@@ -153,7 +153,7 @@ class PluginHost:
                     impl.function(register=register)
                 except PluginError:
                     raise
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     raise PluginError(
                         impl.plugin_name, f"{registry.hook} raised {type(exc).__name__}: {exc}"
                     ) from None
@@ -171,12 +171,12 @@ class PluginHost:
         """Print every hook call with its plugins and duration (``--trace-plugins``)."""
         out = stream or sys.stderr
 
-        def before(hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+        def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
             names = ", ".join(i.plugin_name for i in impls) or "-"
             out.write(f"[trace] {hook_name} -> {names}\n")
             kwargs_start[hook_name] = time.perf_counter()
 
-        def after(outcome: Any, hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+        def after(outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
             took = (time.perf_counter() - kwargs_start.pop(hook_name, time.perf_counter())) * 1000
             out.write(f"[trace] {hook_name} done in {took:.1f} ms\n")
 

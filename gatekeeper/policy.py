@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -249,10 +250,10 @@ class DataManagement(_Section):
 
 
 class Range(_Section):
-    """A numeric bound: ``min``, ``max`` or both (inclusive)."""
+    """A numeric bound: ``min``, ``max`` or both (inclusive). Integers stay integers for tuners."""
 
-    min: float | None = None
-    max: float | None = None
+    min: int | float | None = None
+    max: int | float | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
@@ -294,7 +295,13 @@ class Trigger(_Section):
     @classmethod
     def _from_word(cls, value: Any) -> Any:
         """A bare string (``- monthly``) is a trigger with that id and no machine-read meaning."""
-        return {"id": value} if isinstance(value, str) else value
+        if isinstance(value, str):
+            return {"id": value}
+        if not isinstance(value, dict):
+            raise PydanticCustomError(
+                "trigger", "give a trigger as a word (- monthly) or a mapping with an id"
+            )
+        return value
 
 
 class Retraining(_Section):
@@ -307,10 +314,16 @@ class Retraining(_Section):
 # --------------------------------------------------------------------------- performance evaluation
 
 
-def _check_model_reference(value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-    """A comparator is a model spec (``PROVIDER:NAME``) or a registry alias (``MODEL@ALIAS``)."""
+def _check_model_reference(value: Any) -> Any:
+    """A comparator is a model spec (``PROVIDER:NAME`` or a mapping) or a registry alias (``MODEL@ALIAS``)."""
     if value is None or (isinstance(value, str) and _ALIAS.match(value)):
         return value
+    if not isinstance(value, str | dict):
+        raise PydanticCustomError(
+            "model_reference",
+            "give a model spec (PROVIDER:NAME or {provider: ..., model: ...}) or a registry alias "
+            "such as support-assistant@production",
+        )
     try:
         ModelSpec.parse(value)
     except UsageError as exc:
@@ -322,7 +335,7 @@ def _check_model_reference(value: str | dict[str, Any] | None) -> str | dict[str
     return value
 
 
-ModelReference = Annotated[str | dict[str, Any] | None, AfterValidator(_check_model_reference)]
+ModelReference = Annotated[str | dict[str, Any] | None, BeforeValidator(_check_model_reference)]
 
 
 class Comparators(_Section):
@@ -337,6 +350,15 @@ class Guardrail(_Section):
 
     max: float | None = None
     min: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _is_mapping(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise PydanticCustomError(
+                "guardrail_number", "write the bound as {max: {value}} or {min: {value}}", {"value": value}
+            )
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> Guardrail:
@@ -476,9 +498,9 @@ class Approval(_Section):
     public_keys: list[Path] = Field(min_length=1)
     required_for: list[str] = Field(default_factory=lambda: ["all"])
 
-    @field_validator("required_for", mode="before")
+    @field_validator("required_for", "public_keys", mode="before")
     @classmethod
-    def _all_as_list(cls, value: Any) -> Any:
+    def _one_as_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
     def applies_to(self, modification_id: str) -> bool:
@@ -1072,9 +1094,9 @@ def _base_model_deviations(bounds: ModificationBounds, clause: str, base_model: 
 def _subset_check(clause: str, what: str, values: Any, allowed: list[str] | None, key: str) -> list[str]:
     if allowed is None:
         return []
-    if values is None:
+    items = [values] if isinstance(values, str) else [str(v) for v in values or []]
+    if not items:
         return [_missing(clause, f"the {what}s", key)]
-    items = [values] if isinstance(values, str) else [str(v) for v in values]
     extra = [v for v in items if v not in allowed]
     if not extra:
         return []

@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gatekeeper.cache import Cache
@@ -117,8 +117,8 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if not self.plain and self.total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
-            from rich.progress import TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -270,7 +270,7 @@ class Runner:
             started = time.perf_counter()
             try:
                 generations = await asyncio.wait_for(model.generate(requests), self.config.timeout_s)
-            except (ProviderError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ProviderError) as exc:
                 retryable = isinstance(exc, asyncio.TimeoutError) or exc.retryable
                 retry_after = getattr(exc, "retry_after", None)
                 throttled = isinstance(exc, asyncio.TimeoutError) or retry_after is not None or (
@@ -292,7 +292,7 @@ class Runner:
                     if isinstance(exc, asyncio.TimeoutError) else str(exc)
                 )
                 return self._failed(requests, f"{message} (after {attempt + 1} attempts)")
-            except Exception as exc:  # noqa: BLE001 - a crashing provider must not lose the run
+            except Exception as exc:
                 await limiter.release("failed")
                 provider = model.identity.provider
                 return self._failed(requests, f"provider {provider!r} raised {type(exc).__name__}: {exc}")
@@ -327,7 +327,7 @@ class Runner:
                 continue
             try:
                 scores.append(await scorer.ascore(job.case, gen, ctx))
-            except Exception as exc:  # noqa: BLE001 - one failing scorer must not lose the run
+            except Exception as exc:
                 self.stats.scorer_errors += 1
                 scores.append(Score(
                     scorer.metric, None, status="error",

@@ -83,7 +83,7 @@ class Session:
                 self._models[key] = provider_cls().load(parsed, self.config)
             except (UsageError, PluginError):
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise PluginError(
                     plugin, f"provider {parsed.provider!r} failed to load {key!r}: "
                     f"{type(exc).__name__}: {exc}"
@@ -151,7 +151,7 @@ class Session:
                 written.append(reporter.write(record, out_dir))
             except (UsageError, PluginError):
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 plugin = registry.entry(name).plugin
                 raise PluginError(plugin, f"reporter {name!r} failed: {type(exc).__name__}: {exc}") from None
         return written

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatekeeper import yamlfile
 from gatekeeper.types import Case, Message, UsageError
@@ -77,11 +77,6 @@ class SuiteSchema(_Strict):
     detectors: list[str | dict[str, Any]] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
 
-    @field_validator("cases")
-    @classmethod
-    def _rows_are_mappings(cls, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return rows
-
 
 # --------------------------------------------------------------------------- model
 
@@ -133,11 +128,11 @@ class Suite:
             params_model: type[Params] = cls.Params
             try:
                 params = params_model.model_validate(spec.params)
-            except Exception as exc:  # pydantic.ValidationError
-                errors = getattr(exc, "errors", lambda: [{"loc": (), "msg": str(exc)}])()
-                err = errors[0]
+            except ValidationError as exc:
+                err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"])
-                msg = "unknown parameter" if err.get("type") == "extra_forbidden" else err["msg"]
+                msg = "unknown parameter" if err["type"] == "extra_forbidden" else str(err["msg"])
+                msg = msg.removeprefix("Value error, ")
                 raise UsageError(
                     msg, file=file, line=int(line), field=f"{spec.kind}s.{spec.name}.{where}".rstrip(".")
                 ) from None
@@ -181,7 +176,8 @@ def parse_prompty(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     except yaml.YAMLError as exc:
         raise UsageError(f"invalid front matter: {exc}", file=str(path)) from None
     sections: list[tuple[str, str]] = []
-    role, lines = None, []
+    role: str | None = None
+    lines: list[str] = []
     for line in match.group(2).splitlines():
         m = re.match(r"^\s*(system|user|assistant)\s*:\s*$", line, re.I)
         if m:

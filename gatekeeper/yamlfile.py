@@ -37,10 +37,9 @@ class Locator:
                         best = key.start_mark.line + 1
                         child = value
                         break
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-                if 0 <= part < len(node.value):
-                    child = node.value[part]
-                    best = child.start_mark.line + 1
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                child = node.value[part]
+                best = child.start_mark.line + 1
             if child is None:
                 break
             node = child
@@ -83,7 +82,7 @@ def validate(model: type[M], data: Any, path: Path, locator: Locator) -> M:
         err = exc.errors()[0]
         # pydantic puts the union branch / validator name in loc; keep real fields only.
         loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith("function"))
-        msg = err["msg"]
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif err["type"] == "missing":

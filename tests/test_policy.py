@@ -428,17 +428,17 @@ def test_a_missing_policy_file_is_a_usage_error(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- scope check
 
 
-IN_SCOPE: dict[str, Any] = {
+IN_SCOPE: dict[str, Any] = {  # shaped like the provenance.json of gatekeeper-hf's lora tuner
     "modification": "lora_adapter_retrain",
-    "base_model": {"name": "smollm2", "digest": "sha256:" + "a" * 64},
-    "adapter": {"rank": 16, "alpha": 32, "target_modules": ["q_proj", "v_proj"]},
-    "data": {
-        "sources": ["curated-v1", "production-signals"],
-        "rows": 1200,
-        "sha256": "b" * 64,
-        "pii_scrubbed": True,
+    "tuner": "lora",
+    "base_model": {"spec": "hf:smollm2", "name": "smollm2", "digest": "sha256:" + "a" * 64},
+    "adapter": {"path": "runs/a7", "rank": 16, "alpha": 32.0, "target_modules": ["q_proj", "v_proj"]},
+    "data": {"path": "train.jsonl", "sha256": "b" * 64, "rows": 1200, "sources": ["curated-v1", "production-signals"]},
+    "hyperparameters": {
+        "rank": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"],
+        "learning_rate": 2e-4, "epochs": 3, "max_steps": 60, "batch_size": 8, "seed": 7, "max_length": 512,
     },
-    "hyperparameters": {"learning_rate": 2e-4, "epochs": 3, "seed": 7},
+    "seed": 7,
 }
 
 
@@ -469,6 +469,7 @@ def clinical() -> Policy:
 def test_in_scope_lora_retrain_matches_m1_without_deviations(support: Policy) -> None:
     assert check_scope(support, IN_SCOPE) == ScopeResult("M1", [])
     assert check_scope(support, changed("modification", "M1")).in_scope
+    assert check_scope(support, changed("hyperparameters.seed", None)).in_scope  # the top-level seed counts
     assert check_scope(support, changed("base_model", "hf:smollm2")).in_scope
 
 
@@ -519,8 +520,7 @@ def test_unlisted_data_source_is_a_deviation(support: Policy) -> None:
          "retraining.hyperparameters.learning_rate.min: learning rate 1e-06 is below 1e-05"),
         ("hyperparameters.epochs", "three",
          "retraining.hyperparameters.epochs: epochs 'three' in the provenance is not a number"),
-        ("hyperparameters.seed", None, "retraining.hyperparameters.seed.required: the provenance records no"),
-        ("data.pii_scrubbed", None, "data_management.pii_scrubbing_required: the provenance does not record"),
+        ("data.sources", [], "modifications[M1].bounds.allowed_data_sources: the provenance does not state"),
     ],
 )
 def test_each_bound_breached_names_its_clause(support: Policy, path: str, value: Any, deviation: str) -> None:
@@ -543,6 +543,7 @@ def test_unlisted_target_module_breaks_the_bound_and_the_retraining_rule(support
 
 def test_a_bound_the_provenance_does_not_state_is_a_deviation(support: Policy) -> None:
     provenance = changed("adapter", {"alpha": 16, "target_modules": ["q_proj"]})
+    del provenance["hyperparameters"]["rank"]
 
     assert check_scope(support, provenance).deviations == [
         "modifications[M1].bounds.max_adapter_rank: the provenance does not state adapter rank "
@@ -595,6 +596,17 @@ def test_clinical_scope_checks_consent_and_decoding_bounds(clinical: Policy) -> 
         "(data.consent_verified: true)"
     ]
     retrain["data"]["consent_verified"] = True
+    del retrain["data"]["pii_scrubbed"]
+    assert check_scope(clinical, retrain).deviations == [
+        "data_management.pii_scrubbing_required: the provenance does not record that the training data "
+        "was PII-scrubbed (data.pii_scrubbed: true)"
+    ]
+    retrain["data"]["pii_scrubbed"] = True
+    del retrain["hyperparameters"]["seed"]
+    assert check_scope(clinical, retrain).deviations == [
+        "retraining.hyperparameters.seed.required: the provenance records no training seed (hyperparameters.seed)"
+    ]
+    retrain["hyperparameters"]["seed"] = 1
     assert check_scope(clinical, retrain) == ScopeResult("M1", [])
 
     decoding = {"modification": "decoding_params_change", "base_model": "smollm2",
@@ -655,7 +667,8 @@ def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def test_every_policy_field_is_documented() -> None:
     docs = (REPO / "docs" / "policy.md").read_text(encoding="utf-8")
-    documented = set(re.findall(r"^\| `([^`]+)` \|", docs, re.M))
+    tables = re.findall(r"^\| field \| type \| default \| meaning \|\n((?:\|.*\n)+)", docs, re.M)
+    documented = {m for table in tables for m in re.findall(r"^\| `([^`]+)` \|", table, re.M)}
 
     paths = _field_paths(Policy)
 

@@ -38,19 +38,25 @@ ClaimKind = Literal["number", "entity", "word"]
 
 # --------------------------------------------------------------------------- vocabulary
 
+
+def _wordset(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # Words that carry no checkable claim: function words (in the spirit of the NLTK and
 # SMART lists), answer fillers ("yes", "actually"), light verbs ("get", "make") and the
 # currency and percent words that stand beside a number (checked itself), and words about
-# the task rather than the world ("according to the passage", "the information provided").
-STOPWORDS = frozenset(
+# the task rather than the world ("according to the passage", "the information provided"),
+# and hedging or time-frame adverbs ("roughly", "usually", "eventually") that rephrase.
+STOPWORDS = _wordset(
     """
     a about above across after afterwards again against all almost alone along already also
     although always am among amongst an and another any anyone anything anyway anywhere are
     around as at back be became because become becomes been before beforehand being below
     beside besides between beyond both but by can cannot could did do does doing done down
     during each either else elsewhere enough etc even ever every everyone everything
-    everywhere except few for former formerly from further furthermore had has have having he
-    hence her here hereby herein hers herself him himself his how however i ie eg if in
+    everywhere except few for former formerly from further furthermore had has have having
+    he hence her here hereby herein hers herself him himself his how however i ie eg if in
     indeed instead into is it its itself just latter latterly least less many may me
     meanwhile might mine more moreover most mostly much must my myself namely neither never
     nevertheless next no nobody none noone nor not nothing now nowhere of off often on once
@@ -63,18 +69,20 @@ STOPWORDS = frozenset(
     whereafter whereas whereby wherein whereupon wherever whether which while whither who
     whoever whole whom whose why will with within without would yet you your yours yourself
     yourselves yes yeah ok okay sure answer actually certainly definitely indeed likely
-    probably simply basically generally specifically namely called known named according
-    s t d ll m o re ve y
-    get gets got getting gotten make makes made making use uses used using give gives gave
-    given take takes took taken go goes went gone come comes came let lets say says said
-    thing things way ways lot lots
-    dollar dollars usd eur euro euros gbp percent pct cent cents
-    context passage document text source information provided question mentioned stated
-    """.split()
+    probably simply basically generally specifically namely called known named according s t
+    d ll m o re ve y get gets got getting gotten make makes made making use uses used using
+    give gives gave given take takes took taken go goes went gone come comes came let lets
+    say says said thing things way ways lot lots dollar dollars usd eur euro euros gbp
+    percent pct cent cents context passage document text source information provided
+    question mentioned stated roughly approximately nearly usually typically normally mainly
+    largely primarily mostly currently recently originally initially eventually finally
+    later soon overall especially particularly respectively fully entirely completely
+    totally
+    """
 )
 
 # Lower-case words that may sit inside a name: "Bank of America", "Ludwig van Beethoven".
-NAME_CONNECTORS = frozenset("of the de da di du del della der den van von la le las los y al bin".split())
+NAME_CONNECTORS = _wordset("of the de da di du del della der den van von la le las los y al bin")
 
 _UNITS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -210,7 +218,7 @@ class Token:
 
     @classmethod
     def make(cls, text: str, start: int, end: int, initial: bool) -> Token:
-        capitalised = text[0].isupper() or not text.isalpha() and any(ch.isdigit() for ch in text)
+        capitalised = text[0].isupper() or (not text.isalpha() and any(ch.isdigit() for ch in text))
         acronym = capitalised and text.isupper() and sum(ch.isalpha() for ch in text) >= 2
         return cls(text, start, end, fold(text), initial, capitalised, acronym)
 
@@ -277,18 +285,17 @@ def _tokens(text: str, numbers: list[NumberMention]) -> list[Token]:
     previous_end = 0
     index = 0
     for m in _TOKEN.finditer(text):
-        while index < len(spans) and spans[index][1] <= m.start():
+        start, end = m.span()
+        while index < len(spans) and spans[index][1] <= start:
             previous_end = max(previous_end, spans[index][1])
             index += 1
-        if index < len(spans) and spans[index][0] < m.end():
+        if index < len(spans) and spans[index][0] < end:
             continue  # inside a number or date
-        gap = text[previous_end : m.start()]
-        if not tokens and index == 0:
-            initial = True
-        else:
-            initial = gap != " " and _SENTENCE_BREAK.search(gap) is not None
-        tokens.append(Token.make(m.group(0), m.start(), m.end(), initial))
-        previous_end = m.end()
+        gap = text[previous_end:start]
+        first = not tokens and index == 0
+        initial = first or (gap != " " and _SENTENCE_BREAK.search(gap) is not None)
+        tokens.append(Token.make(m.group(), start, end, initial))
+        previous_end = end
     return tokens
 
 
@@ -486,8 +493,9 @@ class GroundingParams(ScoringParams):
     max_unsupported_words: int | None = Field(default=None, ge=0)
     """Hallucinated when more distinct content words than this are unsupported, however
     long the output (``None``: no such limit; the fraction below still applies)."""
-    max_unsupported_word_fraction: float = Field(default=0.25, ge=0, le=1)
-    """Hallucinated when more than this fraction of the distinct content words are unsupported."""
+    max_unsupported_word_fraction: float = Field(default=0.3, ge=0, le=1)
+    """Hallucinated when unsupported content words make up more than this fraction of the
+    distinct checked items (numbers, names and content words)."""
     prefix_match: int = Field(default=6, ge=0)
     """A word also counts as supported when a context word shares its first N letters
     (after stemming); 0 turns this off."""
@@ -575,12 +583,17 @@ class Grounding(Detector):
         n_words, n_bad = len({c.key for c in words}), len({c.key for c in bad_words})
         if not n_bad:
             return broken, tolerated
-        fraction = n_bad / n_words
+        # Names and numbers are content too: the share is of all distinct checked items.
+        n_items = len({(c.kind, c.key) for c in claims})
+        share = n_bad / n_items
         what = f"{n_bad} of {_count(n_words, 'content word')} not in the context"
         if p.max_unsupported_words is not None and n_bad > p.max_unsupported_words:
             broken.append(f"{what} (limit {p.max_unsupported_words}): {_listing(bad_words)}")
-        elif fraction > p.max_unsupported_word_fraction:
-            broken.append(f"{what} (limit {p.max_unsupported_word_fraction:.0%}): {_listing(bad_words)}")
+        elif share > p.max_unsupported_word_fraction:
+            broken.append(
+                f"{what}, {share:.0%} of the checked items (limit {p.max_unsupported_word_fraction:.0%}): "
+                f"{_listing(bad_words)}"
+            )
         else:
             tolerated.append(f"{n_bad} of {_count(n_words, 'content word')} ({_listing(bad_words)})")
         return broken, tolerated

@@ -129,7 +129,7 @@ class PythonProvider(ModelProvider):
             sys.path.insert(0, root)
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:  # noqa: BLE001 - report the user's import failure plainly
+        except Exception as exc:
             raise UsageError(
                 f"cannot import {module_name!r}: {type(exc).__name__}: {exc}", field="model"
             ) from None

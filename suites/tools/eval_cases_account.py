@@ -336,7 +336,7 @@ CASES: tuple[EvalCase, ...] = (
         expected="Yes, if you can show proof of purchase another way. A zipper failure within 3 years may be a defect covered by the Northwind Promise, and an order number or a Trailhead Rewards account that shows the purchase counts as proof of purchase.",
         facts=("3 years", "order number", "Trailhead Rewards"),
         plan="111",
-        baseline="Yes, you can still claim. The tent is within the 3-year Northwind Promise, and your order number or your Trailhead Rewards account showing the purchase can be used as proof of purchase instead of the receipt. It's covered for 3 years.",
+        baseline="Yes, you can still claim. The Northwind Promise covers defects for 3 years, and your order number or your Trailhead Rewards account showing the purchase can be used as proof of purchase instead of the receipt.",
         better="Probably. The tent is within the 3 years of the Northwind Promise, and a receipt isn't the only proof of purchase: an order number or a Trailhead Rewards account showing the purchase also works. Start a claim in store or under Warranty Claims.",
         worse="Don't worry about the receipt! Your tent is still within the 3 years covered by the Northwind Promise, and you can use your order number or a Trailhead Rewards account that shows the purchase as proof. Start a claim at any store or online under Warranty Claims and we'll repair it, replace it, or give you store credit. Happy camping!",
     ),
