@@ -29,7 +29,7 @@ DEMO_OUT     = gatekeeper-out/demo
 # The main job: tune once (reused afterwards), then a real gate on the embedded model.
 demo: $(BIN)/.installed
 	@test -f $(DEMO_ADAPTER)/provenance.json || $(BIN)/gatekeeper tune --tuner lora --base hf:smollm2 \
-	    --data suites/training/support_sft.jsonl --out $(DEMO_ADAPTER) --policy policies/support-assistant.yaml
+	    --data suites/training/support_sft.jsonl --out $(DEMO_ADAPTER) --policy policies/support-assistant.yaml --param seed=0
 	@set +e; $(BIN)/gatekeeper check suites --baseline hf:smollm2 \
 	    --candidate "hf:smollm2?adapter=$(DEMO_ADAPTER)" \
 	    --policy policies/support-assistant.yaml --out $(DEMO_OUT); code=$$?; \

@@ -252,7 +252,8 @@ def decide(policy: Policy, metrics: list[dict[str, Any]], inputs: GateInputs) ->
         ))
 
     overall = [m for m in metrics if m["slice"] is None]
-    noncritical_fail = [m for m in overall if not m["critical"] and m["verdict"] == "FAIL"]
+    failed_names = {m["name"] for m in metrics if m["verdict"] == "FAIL"}
+    noncritical_fail = [m for m in overall if not m["critical"] and m["name"] in failed_names]
     noncritical_inconclusive = [m for m in overall if not m["critical"] and m["verdict"] == "INCONCLUSIVE"]
     errors = [m for m in metrics if m["verdict"] == "ERROR"]
     for m in metrics:
@@ -264,7 +265,10 @@ def decide(policy: Policy, metrics: list[dict[str, Any]], inputs: GateInputs) ->
         elif m["critical"] and m["slice"] is None and m["verdict"] == "PASS":
             passed.append(reason)
     if len(noncritical_fail) > gate.max_failed_noncritical:
-        reject.extend(Reason(m["clause"], "FAIL", m["reason"]) for m in noncritical_fail)
+        reject.extend(
+            Reason(m["clause"], "FAIL", m["reason"])
+            for m in metrics if not m["critical"] and m["verdict"] == "FAIL"
+        )
         reject.append(Reason(
             "gate.max_failed_noncritical", "FAIL",
             f"{len(noncritical_fail)} non-critical metric(s) failed; the policy tolerates "

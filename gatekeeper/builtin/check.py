@@ -39,39 +39,13 @@ def find_provenance(spec: str, explicit: Path | None, session: Any) -> tuple[dic
     return None, None
 
 
-def test_set_reuse(policy: Any, suites: list[Any], audit: Any) -> tuple[dict[str, int], list[Any]]:
-    """How often each suite's exact content was already used by a check, and violations."""
-    from gatekeeper.decision import Reason
-
+def prior_uses(suites: list[Any], audit: Any) -> dict[str, int]:
+    """How many earlier checks evaluated each suite's exact content (from the audit trail)."""
     history = audit.records() if audit.path.exists() else []
-    counts: dict[str, int] = {}
-    violations: list[Reason] = []
-    by_name = {s.name: s for s in suites}
-    for suite in suites:
-        counts[suite.name] = sum(
-            1 for r in history if r["action"] == "check" and r["refs"].get(f"suite:{suite.name}") == suite.hash
-        )
-    dm = policy.data_management
-    for i, ts in enumerate(dm.sequestered_test_sets):
-        suite = by_name.get(ts.suite)
-        if suite is None:
-            continue
-        clause = f"data_management.sequestered_test_sets[{i}]"
-        if ts.sha256 and ts.sha256 not in (suite.hash, *suite.datasets.values()):
-            violations.append(Reason(
-                f"{clause}.sha256", "DEVIATION",
-                f"{clause}.sha256: suite {ts.suite!r} no longer matches its sequestered content "
-                f"(expected {ts.sha256[:12]}…, suite {suite.hash[:12]}…, datasets "
-                f"{', '.join(h[:12] + '…' for h in suite.datasets.values()) or 'none'})",
-            ))
-        limit = dm.reuse_limit(ts)
-        if limit is not None and counts[suite.name] >= limit:
-            violations.append(Reason(
-                f"{clause}.max_reuse", "DEVIATION",
-                f"{clause}.max_reuse: test set {ts.suite!r} has already served {counts[suite.name]} "
-                f"checks (limit {limit}); refresh it before evaluating again",
-            ))
-    return counts, violations
+    return {
+        s.name: sum(1 for r in history if r["action"] == "check" and r["refs"].get(f"suite:{s.name}") == s.hash)
+        for s in suites
+    }
 
 
 class CheckCommand(Command):
@@ -95,8 +69,8 @@ class CheckCommand(Command):
     def run(self, args: argparse.Namespace, session: Any) -> int:
         from gatekeeper.approvals import record_hash
         from gatekeeper.audit import AuditLog
-        from gatekeeper.decision import EXIT_CODES, GateInputs, decide, evaluate_metrics
-        from gatekeeper.policy import check_scope, load_policy, required_approvals
+        from gatekeeper.decision import EXIT_CODES, GateInputs, Reason, decide, evaluate_metrics
+        from gatekeeper.policy import check_scope, check_sequestered, load_policy, required_approvals
         from gatekeeper.results import identity_entry, new_run_id, run_record
 
         config = session.config
@@ -115,7 +89,13 @@ class CheckCommand(Command):
         wanted = set(policy.performance_evaluation.suites)
         suites = [s for s in collected if s.name in wanted]
         audit = AuditLog(config.path(config.audit_log))
-        reuse_counts, reuse_violations = test_set_reuse(policy, suites, audit)
+        reuse_counts = prior_uses(suites, audit)
+        reuse_violations = [
+            Reason(text.split(":", 1)[0], "DEVIATION", text)
+            for text in check_sequestered(
+                policy, {s.name: [s.hash, *s.datasets.values()] for s in suites}, reuse_counts
+            )
+        ]
         provenance, provenance_path = find_provenance(str(candidate), args.provenance, session)
         scope = check_scope(policy, provenance)
 

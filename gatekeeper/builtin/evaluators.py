@@ -103,8 +103,8 @@ class ReferenceEvaluator(Evaluator):
         return _as_texts(raw if isinstance(raw, list) else case.expected)
 
     def missing_reference(self) -> Score:
-        where = f"field {self.params.field!r}" if self.params.field else "an expected answer"
-        return self.result(None, reason=f"no reference: the case has no {where}")
+        what = f"field {self.params.field!r}" if self.params.field else "expected answer"
+        return self.result(None, reason=f"no reference: the case has no {what}")
 
     def score(self, case: Case, generation: Generation) -> Score:
         references = self.references(case)
@@ -217,8 +217,8 @@ class Contains(PhraseEvaluator):
     def score(self, case: Case, generation: Generation) -> Score:
         phrases = self.phrases(case)
         if not phrases:
-            where = f"field {self.params.field!r}" if self.params.field else "an expected answer"
-            return self.result(None, reason=f"nothing to look for: the case has no {where}")
+            what = f"field {self.params.field!r}" if self.params.field else "expected answer"
+            return self.result(None, reason=f"nothing to look for: the case has no {what}")
         found = [p for p in phrases if self.find(p, generation.text)]
         missing = [p for p in phrases if p not in found]
         details = {"found": found, "missing": missing}

@@ -136,22 +136,28 @@ _NAME_GAP = re.compile(r"\s*(?:-|&)?\s*")
 # --------------------------------------------------------------------------- normalising
 
 
+_CLITICS = ("n't", "'s", "'ll", "'re", "'ve", "'m", "'d")
+
+
 @lru_cache(maxsize=1 << 16)
 def fold(word: str) -> str:
-    """Casefold, strip accents and dots, drop a possessive ``'s``: the form compared."""
+    """Casefold, strip accents and dots, drop a possessive or clitic ("Miller's" -> "miller",
+    "don't" -> "do"): the form words are compared in."""
     if word.isascii():
         word = word.lower()
     else:
         word = unicodedata.normalize("NFKD", word.casefold().replace("’", "'"))
         word = "".join(ch for ch in word if not unicodedata.combining(ch))
     word = word.replace(".", "")
-    if word.endswith("'s"):
-        word = word[:-2]
+    for clitic in _CLITICS:
+        if word.endswith(clitic):
+            word = word[: -len(clitic)]
+            break
     return word.rstrip("'")
 
 
 _PLURAL_RULES = (("ies", "y"), ("sses", "ss"), ("xes", "x"), ("ches", "ch"), ("shes", "sh"), ("zes", "z"))
-_SUFFIXES = ("ations", "ation", "ing", "ions", "ion", "ers", "ed", "er", "or", "ors", "ly", "ness", "ment")
+_SUFFIXES = ("ing", "ions", "ion", "ers", "ed", "er", "ors", "or", "ly", "ness", "ment")
 
 
 @lru_cache(maxsize=1 << 16)
@@ -434,14 +440,17 @@ class SupportIndex:
             if len(initials) >= 2:
                 self.words.add(initials)
 
-    def has_word(self, norm: str) -> bool:
+    def has_word(self, norm: str, *, prefix: bool = True) -> bool:
+        """Whether the folded word ``norm`` (or its stem, or with ``prefix`` the first
+        letters of its stem) occurs in the support. Names are checked without prefixes:
+        "Robertson" is not "Roberts"."""
         if norm in self.words:
             return True
         stemmed = stem(norm)
         if stemmed in self.words:
             return True
         p = self.prefix_length
-        return bool(p) and len(stemmed) >= p and stemmed[:p] in self.prefixes
+        return prefix and bool(p) and len(stemmed) >= p and stemmed[:p] in self.prefixes
 
     def has_number(self, number: NumberMention) -> bool:
         if number.date is not None:
@@ -546,7 +555,7 @@ class Grounding(Detector):
             if not self.params.check_entities:
                 continue
             words = name_words(run)
-            missing = [t.text for t in words if not support.has_word(t.norm)]
+            missing = [t.text for t in words if not support.has_word(t.norm, prefix=False)]
             start, end = run[0].start, run[-1].end
             why = f"not in the context: {', '.join(repr(w) for w in missing)}" if missing else ""
             key = " ".join(t.norm for t in words)
@@ -620,8 +629,10 @@ class Grounding(Detector):
             reason = f"hallucinated: {'; '.join(broken)}{also}"
         elif tolerated:
             reason = f"grounded: {checked - len(unsupported)} of {checked} checked items supported{also}"
-        else:
+        elif checked:
             reason = f"grounded: all {_count(checked, 'checked item')} are in the context"
+        else:
+            reason = "grounded: the output has no numbers, names or content words to check"
         spans = [c.span for c in unsupported]
         return self.result(1.0 if broken else 0.0, reason=reason, spans=spans, details=details)
 

@@ -55,7 +55,7 @@ OUTPUT_FILES = (
 PAIRED_PATTERN = {"better": (14, 2), "worse": (3, 19)}
 """(improved, regressed) on the facts metric against the baseline, per candidate."""
 NEAR_DUPLICATE_SIMILARITY = 80.0
-"""rapidfuzz ``token_set_ratio`` at or above which a training question counts as a
+"""rapidfuzz ``token_sort_ratio`` at or above which a training question counts as a
 paraphrase of an evaluation question."""
 
 
@@ -234,7 +234,7 @@ def check_sequestration(cases: list[EvalCase], examples: Sequence[TrainingExampl
         if question in seen:
             raise ContentError(f"training question repeated: {example.question!r}")
         seen.add(question)
-        best = process.extractOne(question, eval_questions, scorer=fuzz.token_set_ratio)
+        best = process.extractOne(question, eval_questions, scorer=fuzz.token_sort_ratio)
         if best is not None and best[1] >= NEAR_DUPLICATE_SIMILARITY:
             raise ContentError(
                 f"training question {example.question!r} is too close to evaluation case "

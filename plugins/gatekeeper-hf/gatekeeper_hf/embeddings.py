@@ -123,7 +123,7 @@ _ABBREVIATIONS = {
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|[A-Z][a-z]|$)|\n")
 _LAST_WORD = re.compile(r"(\S+)$")
 _INITIALISM = re.compile(r"(?:[a-z]\.)+[a-z]")
-_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
+_WORD = re.compile(r"\d+(?:[.,]\d+)*[A-Za-z]*|[^\W\d_][\w'\-]*")
 
 
 def split_sentences(text: str) -> list[Segment]:

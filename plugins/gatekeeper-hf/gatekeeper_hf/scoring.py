@@ -25,6 +25,18 @@ from gatekeeper_hf.embeddings import (
 )
 
 _NUMBER = re.compile(r"\d")
+FRAGMENT_WORDS = 4
+"""A claim with fewer content words than this is a fragment ("Delhi", "more than 1,600"): it
+only means something with the question, so it is not retrieved or gated by its own
+embedding; its words are looked for in the whole context."""
+_NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80",
+     "ninety": "90", "hundred": "100", "thousand": "1000"}
 
 
 class SemanticSimilarityParams(ScoringParams):
@@ -168,10 +180,12 @@ def check_claims(
     for i, claim in enumerate(claims):
         ranked = similarity[i].argsort(descending=True)[: params.top_k].tolist()
         best = float(similarity[i, ranked[0]])
-        nearby = {w for j in ranked for w in content_words(windows[j])}
-        new_words = list(dict.fromkeys(w for w in content_words(claim.text) if w not in given))
+        words = content_words(claim.text)
+        fragment = len(words) < FRAGMENT_WORDS
+        nearby = context_vocabulary if fragment else {w for j in ranked for w in content_words(windows[j])}
+        new_words = list(dict.fromkeys(w for w in words if w not in given))
         word_support, missing = _word_support(new_words, nearby or context_vocabulary, params.word_similarity)
-        supported = not missing and best >= params.min_sentence_similarity
+        supported = not missing and (fragment or best >= params.min_sentence_similarity)
         checks.append(ClaimCheck(claim, best, windows[ranked[0]], word_support, missing, supported))
     return checks
 
@@ -179,7 +193,8 @@ def check_claims(
 def _word_support(words: list[str], vocabulary: set[str], threshold: float) -> tuple[float, list[str]]:
     """(least support among ``words``, the words below ``threshold``); 1.0 for a verbatim match,
     0.0 for an absent number, else the best embedding similarity to a vocabulary word."""
-    absent = [w for w in words if _normal(w) not in {_normal(v) for v in vocabulary}]
+    known = {_normal(v) for v in vocabulary}
+    absent = [w for w in words if _normal(w) not in known]
     if not absent:
         return 1.0, []
     supports: dict[str, float] = {w: 0.0 for w in absent if _NUMBER.search(w)}
@@ -195,8 +210,11 @@ def _word_support(words: list[str], vocabulary: set[str], threshold: float) -> t
 
 
 def _normal(word: str) -> str:
-    """Compare words without a possessive or hyphens: "Magazine's" ~ "magazine"."""
-    return word.lower().removesuffix("'s").replace("-", "")
+    """Compare words without a possessive, hyphens or digit grouping, and small number words
+    as digits: "Magazine's" ~ "magazine", "1,600" ~ "1600", "nine" ~ "9"."""
+    word = word.lower().removesuffix("'s").replace("-", "")
+    word = re.sub(r"(?<=\d),(?=\d{3})", "", word)
+    return _NUMBER_WORDS.get(word, word)
 
 
 # --------------------------------------------------------------------------- self-consistency

@@ -1,0 +1,36 @@
+"""The gatekeeper-hf plugin: registers its provider, tuners, evaluator and detectors.
+
+Loaded through the ``gatekeeper`` entry-point group. Only this module and the light
+modules it names are imported at start-up; torch, transformers and peft are imported
+inside the classes' methods when they run.
+"""
+
+from __future__ import annotations
+
+from gatekeeper import hookimpl
+from gatekeeper.registry import Register
+from gatekeeper_hf.provider import HFProvider
+from gatekeeper_hf.scoring import EmbeddingGrounding, SelfConsistency, SemanticSimilarity
+from gatekeeper_hf.tuning import DpoTuner, LoraTuner
+
+
+@hookimpl
+def gatekeeper_register_models(register: Register) -> None:
+    register(HFProvider)
+
+
+@hookimpl
+def gatekeeper_register_tuners(register: Register) -> None:
+    register(LoraTuner)
+    register(DpoTuner)
+
+
+@hookimpl
+def gatekeeper_register_evaluators(register: Register) -> None:
+    register(SemanticSimilarity)
+
+
+@hookimpl
+def gatekeeper_register_detectors(register: Register) -> None:
+    register(EmbeddingGrounding)
+    register(SelfConsistency)
