@@ -38,7 +38,8 @@ class ScoreTable:
 
 
 def score_table(rows: Iterable[Mapping[str, Any]], metric: str, case_index: Mapping[str, Any],
-                suite: str | None = None) -> ScoreTable:
+                suite: str | None = None, measure: str = "value") -> ScoreTable:
+    """Per-case values of ``metric`` (or its pass/fail as 1/0 when ``measure`` is ``passed``)."""
     table = ScoreTable()
     for row in rows:
         if suite is not None and case_index[row["key"]]["suite"] != suite:
@@ -50,10 +51,11 @@ def score_table(rows: Iterable[Mapping[str, Any]], metric: str, case_index: Mapp
         if score["status"] == "error":
             table.errors[label] += 1
             table.first_error.setdefault(label, score["reason"])
-        elif score["value"] is None:
+        elif score["value"] is None or (measure == "passed" and score["passed"] is None):
             table.nodata[label] += 1
         else:
-            table.values[label].setdefault(row["key"], []).append(float(score["value"]))
+            value = float(score["passed"]) if measure == "passed" else float(score["value"])
+            table.values[label].setdefault(row["key"], []).append(value)
     return table
 
 
@@ -139,7 +141,8 @@ def evaluate_metric(
             f" ≥ {spec.guardrail.min:g}" if spec.guardrail.min is not None else "")
         parts.append(
             f"guardrail {limit.strip()}: candidate {g['mean']:.3f}, "
-            f"CI [{g['ci_low']:.3f}, {g['ci_high']:.3f}] → {g['verdict']}"
+            f"CI [{g['ci_low']:.3f}, {g['ci_high']:.3f}]: "
+            + {"PASS": "holds", "FAIL": "breached", "INCONCLUSIVE": "not shown to hold"}[g["verdict"]]
         )
     verdict = "FAIL" if "FAIL" in verdicts else "INCONCLUSIVE" if "INCONCLUSIVE" in verdicts else "PASS"
     if spec.min_n is not None and comp.n < spec.min_n and verdict == "PASS":
@@ -171,7 +174,7 @@ def evaluate_metrics(
     gate = policy.gate
     for spec in policy.performance_evaluation.metrics:
         clause = f"performance_evaluation.metrics[{spec.name}]"
-        table = score_table(rows, spec.metric, case_index, spec.suite)
+        table = score_table(rows, spec.metric, case_index, spec.suite, spec.measure)
         base_all, cand_all = table.values.get("baseline", {}), table.values.get("candidate", {})
         n_cases = len(set(base_all) | set(cand_all)) + sum(table.nodata.values()) + sum(table.errors.values())
         clusters = {k: case_index[k]["cluster"] or k for k in set(base_all) | set(cand_all)}
@@ -289,11 +292,14 @@ def decide(policy: Policy, metrics: list[dict[str, Any]], inputs: GateInputs) ->
         return "ERROR", error
     if inconclusive:
         return "INCONCLUSIVE", inconclusive
+    change = (
+        f"the change is modification {inputs.scope.modification_id}, within its bounds"
+        if inputs.scope.modification_id else "no modification declared (gate.scope.require_provenance is off)"
+    )
     summary = Reason(
         "gate", "PASS",
         f"{len(passed)} critical metric(s) passed; {len(noncritical_fail)} non-critical failure(s) "
-        f"(≤ {gate.max_failed_noncritical} allowed); change is modification "
-        f"{inputs.scope.modification_id or 'n/a'} within its bounds",
+        f"(≤ {gate.max_failed_noncritical} allowed); {change}",
     )
     if inputs.approvals_required:
         return "HOLD", [*passed, summary, Reason(

@@ -71,6 +71,9 @@ class Model:
     identity: ModelIdentity
     max_batch_size: int = 1
     max_concurrency: int | None = None
+    timeout_s: float | None = None
+    """Per-call limit; ``None`` uses the runner's ``timeout_s``. Local models whose calls
+    cannot be cancelled (a thread doing matrix work) set ``math.inf``."""
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         raise NotImplementedError

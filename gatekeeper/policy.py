@@ -383,6 +383,7 @@ class MetricSpec(_Section):
 
     name: Identifier
     metric: str
+    measure: Literal["value", "passed"] = "value"
     suite: str | None = None
     direction: Direction
     hypothesis: Hypothesis = "non_inferiority"

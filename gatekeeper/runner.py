@@ -114,9 +114,10 @@ class Progress:
     _task: Any = None
     _next_pct: int = 10
     plain: bool = True
+    enabled: bool = True
 
     def __enter__(self) -> Progress:
-        if not self.plain and self.total:
+        if self.enabled and not self.plain and self.total:
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as RichProgress
 
@@ -132,7 +133,7 @@ class Progress:
         self.done += n
         if self._bar is not None:
             self._bar.update(self._task, advance=n)
-        elif self.plain and self.total:
+        elif self.enabled and self.plain and self.total:
             pct = 100 * self.done // self.total
             if pct >= self._next_pct:
                 print(f"  {self.label}: {self.done}/{self.total} ({pct}%)", file=sys.stderr)
@@ -193,8 +194,8 @@ class Runner:
             for suite in suites for case in suite.cases for request in build_requests(suite, case)
         ]
         results: list[CaseResult] = []
-        plain = not self.progress or not sys.stderr.isatty() or bool(os.environ.get("CI"))
-        with Progress(total=len(jobs) * len(models), plain=plain) as bar:
+        plain = not sys.stderr.isatty() or bool(os.environ.get("CI"))
+        with Progress(total=len(jobs) * len(models), plain=plain, enabled=self.progress) as bar:
             for mrun in models:
                 results.extend(await self._run_model(mrun, jobs, bar))
         self.stats.wall_s = round(time.perf_counter() - started, 3)
@@ -269,7 +270,10 @@ class Runner:
             self.stats.model_calls += len(requests)
             started = time.perf_counter()
             try:
-                generations = await asyncio.wait_for(model.generate(requests), self.config.timeout_s)
+                limit = model.timeout_s if model.timeout_s is not None else self.config.timeout_s
+                generations = await asyncio.wait_for(
+                    model.generate(requests), None if limit == float("inf") else limit
+                )
             except (TimeoutError, ProviderError) as exc:
                 retryable = isinstance(exc, asyncio.TimeoutError) or exc.retryable
                 retry_after = getattr(exc, "retry_after", None)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing
 import re
+import subprocess
+import sys
 import types
 from datetime import datetime
 from pathlib import Path
@@ -341,21 +342,22 @@ def test_a_junk_line_is_reported(log_path: Path, junk: str) -> None:
 # --------------------------------------------------------------------------- concurrency
 
 
-def _append_many(path: str, worker: int, count: int) -> None:
-    log = AuditLog(path)
-    for i in range(count):
-        log.append("check", actor=f"worker-{worker}", subject=f"run-{worker}-{i}", data={"i": i})
+APPEND_MANY = """
+import sys
+from gatekeeper.audit import AuditLog
+path, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+log = AuditLog(path)
+for i in range(count):
+    log.append("check", actor=f"worker-{worker}", subject=f"run-{worker}-{i}", data={"i": i})
+"""
 
 
 def test_concurrent_appends_from_processes_form_one_chain(tmp_path: Path) -> None:
     path = tmp_path / "shared" / "audit.jsonl"
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_append_many, args=(str(path), w, 50)) for w in range(4)]
-    for process in workers:
-        process.start()
-    for process in workers:
-        process.join(timeout=120)
-    assert [p.exitcode for p in workers] == [0, 0, 0, 0]
+    workers = [
+        subprocess.Popen([sys.executable, "-c", APPEND_MANY, str(path), str(w), "50"]) for w in range(4)
+    ]
+    assert [p.wait(timeout=120) for p in workers] == [0, 0, 0, 0]
 
     log = AuditLog(path)
     result = log.verify()

@@ -299,7 +299,7 @@ def test_json_schema_checks_formats_unless_told_not_to() -> None:
 
 
 def test_json_schema_parameter_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="invalid JSON Schema at \\$.type"):
+    with pytest.raises(ValidationError, match=r"invalid JSON Schema at \$\.type"):
         JsonSchema.Params.model_validate({"schema": {"type": "strng"}})
     with pytest.raises(ValidationError, match="cannot read schema file"):
         JsonSchema.Params.model_validate({"schema": str(tmp_path / "missing.json")})
@@ -387,7 +387,9 @@ def test_token_f1_squad_normalisation_and_best_reference() -> None:
 
 def test_expected_list_row_values_are_references() -> None:
     # The suite loader stringifies `expected`; the row's own list (in vars) is used instead.
-    listed = Case(id="c", suite="s", messages=(), vars={"expected": ["NYC", "New York"]}, expected="['NYC', 'New York']")
+    listed = Case(
+        id="c", suite="s", messages=(), vars={"expected": ["NYC", "New York"]}, expected="['NYC', 'New York']"
+    )
     assert score(ExactMatch, "New York", listed).value == 1.0
 
 
@@ -458,3 +460,20 @@ def test_every_evaluator_has_a_default_threshold_and_documents_its_range(cls: ty
     assert cls.description and cls.value_range
     with pytest.raises(ValidationError):
         cls.Params.model_validate({**required.get(cls.name, {}), "no_such_parameter": 1})
+
+
+@pytest.mark.parametrize("cls", evaluators.BUILTIN_EVALUATORS, ids=lambda c: c.name)
+def test_docs_describe_every_evaluator_and_its_parameters(cls: type[Evaluator]) -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "evaluators.md").read_text(encoding="utf-8")
+    heading = f"\n## `{cls.name}`\n"
+    assert heading in docs, f"docs/evaluators.md has no section for {cls.name!r}"
+    section = docs.split(heading, 1)[1].split("\n## ", 1)[0]
+    documented_elsewhere = {"threshold"}  # the pass rule, described once for all
+    if issubclass(cls.Params, evaluators.ReferenceParams):
+        documented_elsewhere |= {"value", "field"}  # "Where references come from"
+        assert "references (above)" in section or "no reference" in section
+    for name, info in cls.Params.model_fields.items():
+        shown = info.alias or name
+        if shown not in documented_elsewhere:
+            described = f"`{shown}`" in section or f"`{shown}:" in section  # `mode: all|any`
+            assert described, f"docs/evaluators.md: {cls.name} does not describe {shown!r}"

@@ -104,7 +104,10 @@ def test_restating_the_question_is_not_hallucination() -> None:
 def test_question_falls_back_to_the_last_user_message() -> None:
     the_case = Case(
         id="c2", suite="unit", context=POLICY,
-        messages=({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is Trailblazer gear included?"}),
+        messages=(
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Is Trailblazer gear included?"},
+        ),
     )
     assert detect("Trailblazer gear can be returned within thirty days.", the_case).value == 0.0
 
@@ -163,7 +166,9 @@ def test_parameters_are_validated() -> None:
 
 
 def test_scan_finds_numbers_words_and_dates() -> None:
-    found = scan("Thirty-two people paid $5k and 1.5 million euros in the 2nd year, on 7 June 1981; the boat is 6 m long.")
+    found = scan(
+        "Thirty-two people paid $5k and 1.5 million euros in the 2nd year, on 7 June 1981; the boat is 6 m long."
+    )
     values = [(n.text, n.value, n.date) for n in found.numbers]
     assert values == [
         ("Thirty-two", Decimal(32), None),
@@ -196,3 +201,10 @@ def test_precision_and_recall_on_50_halueval_rows() -> None:
     precision, recall = halueval_figures(50)
     assert precision >= 0.95
     assert recall >= 0.55
+
+
+def test_docs_describe_every_parameter_of_the_detector() -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "evaluators.md").read_text(encoding="utf-8")
+    section = docs.split("## Detector `grounding`", 1)[1]
+    for name in Grounding.Params.model_fields:
+        assert f"`{name}`" in section, f"docs/evaluators.md does not describe grounding's {name!r}"

@@ -328,7 +328,7 @@ def _number_word_runs(tokens: list[Token], text: str) -> list[tuple[int, int, in
             else:
                 break
         words = [t.norm for t in tokens[i : j + 1] if t.norm != "and"]
-        if not (len(words) == 1 and words[0] in _WEAK_NUMBER_WORDS and not token.initial):
+        if not (len(words) == 1 and words[0] in _WEAK_NUMBER_WORDS):
             runs.append((i, j, _number_from_words(words)))
         i = j + 1
     return runs

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,7 +320,10 @@ def apply_adapter(model: PreTrainedModel, adapter: Path, *, merge: bool) -> Any:
     from peft import PeftModel
 
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=not merge)
+        with warnings.catch_warnings():
+            # peft calls a transformers property that transformers 5 deprecates; not ours to fix.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=not merge)
     except Exception as exc:  # noqa: BLE001 - peft raises many types for a bad adapter
         raise UsageError(
             f"cannot apply adapter {adapter}: {type(exc).__name__}: {_first_line(exc)}", field="model.adapter"

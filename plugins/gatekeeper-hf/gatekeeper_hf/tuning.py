@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,7 +402,10 @@ class _AdapterTuner(Tuner):
             bias="none",
             task_type="CAUSAL_LM",
         )
-        return get_peft_model(model, lora)
+        with warnings.catch_warnings():
+            # peft calls a transformers property that transformers 5 deprecates; not ours to fix.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, lora)
 
     def _provenance(
         self,
