@@ -258,3 +258,38 @@ def test_malformed_policy_exits_4_with_file_line_field(project: Project, edit, e
     assert code == 4, output
     line = output.strip().splitlines()[-1]
     assert line.startswith("error: policy.yaml:") and expected in line, line
+
+
+def test_cluster_robust_interval_uses_the_suite_cluster_key(project: Project) -> None:
+    paired_project(project, improved=12, regressed=2, both_right=90)
+    rows = [json.loads(line) for line in (project.path / "suites/cases.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["doc"] = f"doc-{int(row['id'][1:]) // 4}"
+    project.write_jsonl("suites/cases.jsonl", rows)
+    project.write("suites/paired.yaml", SUITE + "cluster: doc\n")
+    policy = (project.path / "policy.yaml").read_text().replace("ci_method: tango", "ci_method: cluster")
+    (project.path / "policy.yaml").write_text(policy)
+    code, record, output = check(project)
+    overall = next(m for m in record["metrics"] if m["slice"] is None)
+    assert overall["comparison"]["method"] == "cluster"
+    assert overall["comparison"]["n_clusters"] == 30
+    assert code == 0, output
+
+
+def test_epochs_are_averaged_within_case_before_comparing(project: Project) -> None:
+    paired_project(project, improved=6, regressed=1, both_right=45, n=60)
+    project.write("suites/paired.yaml", SUITE + "epochs: 2\n")
+    for name in ("baseline", "candidate"):
+        rows = [json.loads(line) for line in (project.path / f"{name}.jsonl").read_text().splitlines()]
+        # epoch 1 repeats epoch 0 except on the first case, where it flips
+        extra = [{**r, "epoch": 1, "output": ("no" if r["output"] == "yes" else "yes") if i == 0 else r["output"]}
+                 for i, r in enumerate(rows)]
+        project.write_jsonl(f"{name}.jsonl", rows + extra)
+    policy = (project.path / "policy.yaml").read_text().replace("ci_method: tango", "ci_method: bootstrap_bca")
+    (project.path / "policy.yaml").write_text(policy)
+    code, record, output = check(project)
+    assert len(record["cases"]) == 240  # 60 cases x 2 epochs x 2 models
+    overall = next(m for m in record["metrics"] if m["slice"] is None)
+    assert overall["n"] == 60
+    assert overall["baseline"] == pytest.approx((46 - 0.5) / 60)  # case 0 averages to 0.5
+    assert overall["candidate"] == pytest.approx((51 - 0.5) / 60)

@@ -105,10 +105,17 @@ def test_a_wrong_number_is_flagged_even_if_close() -> None:
     assert result.details["claims"][0]["unsupported_words"] == ["1935"]
 
 
-def test_inflections_and_number_words_count_as_support() -> None:
-    result = score(grounding(), "The Oberoi Group runs thirty-one hotels.")
-    assert result.value == 1.0  # "thirty-one" is not "31": only single number words are normalised
+def test_number_words_and_digit_grouping_count_as_support() -> None:
+    numbers = case(context="The chain employs 1600 people. Its first hotel stayed open for nine years.")
+    assert score(grounding(), "It employs 1,600 people.", numbers).value == 0.0
+    assert score(grounding(), "The first hotel stayed open for 9 years.", numbers).value == 0.0
+    assert score(grounding(), "The first hotel stayed open for 8 years.", numbers).value == 1.0
+
+
+def test_inflections_count_as_support_but_a_new_word_does_not() -> None:
     assert score(grounding(), "The Oberoi family is famous for hotel involvement.").value == 0.0
+    assert score(grounding(), "The Oberoi Group's head offices are in Delhi.").value == 0.0
+    assert score(grounding(), "The Oberoi family is famous for airline involvement.").value == 1.0
 
 
 def test_word_similarity_threshold_decides_near_synonyms() -> None:
