@@ -40,7 +40,7 @@ def test_run_writes_results_junit_and_summary(mini: Project) -> None:
     result = mini.run("run", "suites", "--model", "replay:mixed.jsonl", "--out", "out")
     assert result.exit_code == 1, result.output  # one case failed its threshold
     result.fnmatch_lines(["replay:mixed.jsonl: replay:mixed.jsonl", "*facts*0.667*2*1*0*0",
-                          "model calls: 3 (cache hits: 0*", "wrote out/results.json, out/junit.xml, out/summary.md"])
+                          "model calls: 3 (cache hits: 0*", "wrote *out/results.json, out/junit.xml, out/summary.md"])
 
     record = mini.read_json("out/results.json")
     assert record["schema"] == "gatekeeper.results/1" and record["kind"] == "run"
