@@ -204,23 +204,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line, row)`` for each JSON object of a JSONL file; bad lines name file:line."""
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"invalid JSON: {exc.msg}", file=str(path), line=lineno) from None
+            if not isinstance(row, dict):
+                raise UsageError("a row must be a JSON object", file=str(path), line=lineno)
+            yield lineno, row
+
+
 def read_dataset(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line, row)`` from a JSONL, CSV or Parquet file."""
     suffix = path.suffix.lower()
     if not path.is_file():
         raise UsageError("dataset not found", file=str(path))
     if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UsageError(f"invalid JSON: {exc.msg}", file=str(path), line=lineno) from None
-                if not isinstance(row, dict):
-                    raise UsageError("a row must be a JSON object", file=str(path), line=lineno)
-                yield lineno, row
+        yield from read_jsonl(path)
     elif suffix == ".csv":
         with path.open(encoding="utf-8", newline="") as fh:
             for index, row in enumerate(csv.DictReader(fh)):

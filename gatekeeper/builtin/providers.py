@@ -16,6 +16,7 @@ from typing import Any
 from gatekeeper import hookimpl
 from gatekeeper.config import Config
 from gatekeeper.kinds import Model, ModelProvider
+from gatekeeper.suites import read_jsonl
 from gatekeeper.types import (
     Generation,
     GenerationRequest,
@@ -33,15 +34,8 @@ class ReplayModel(Model):
     def __init__(self, path: Path, spec: ModelSpec) -> None:
         self.path = path
         self.outputs: dict[tuple[str, int], dict[str, Any]] = {}
-        raw = path.read_bytes()
-        for lineno, line in enumerate(raw.decode("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"invalid JSON: {exc.msg}", file=str(path), line=lineno) from None
-            if not isinstance(row, dict) or "id" not in row:
+        for lineno, row in read_jsonl(path):
+            if "id" not in row:
                 raise UsageError("recording row has no 'id'", file=str(path), line=lineno, field="id")
             if not isinstance(row.get("output"), str):
                 raise UsageError(
@@ -49,7 +43,7 @@ class ReplayModel(Model):
                 )
             self.outputs[(str(row["id"]), int(row.get("epoch", 0)))] = row
         self.identity = ModelIdentity(
-            provider="replay", name=spec.name, digest=hashlib.sha256(raw).hexdigest(),
+            provider="replay", name=spec.name, digest=hashlib.sha256(path.read_bytes()).hexdigest(),
             version=f"{len(self.outputs)} recorded outputs",
         )
 
