@@ -51,13 +51,25 @@ class Cache:
         return None if row is None else json.loads(row[0])
 
     def put_raw(self, key: str, payload: dict[str, Any], *, namespace: str, model_digest: str) -> None:
-        data = json.dumps(payload, ensure_ascii=False, default=str)
+        self.put_many([(key, payload)], namespace=namespace, model_digest=model_digest)
+
+    def put_many(
+        self, entries: list[tuple[str, dict[str, Any]]], *, namespace: str, model_digest: str
+    ) -> None:
+        """Store several entries in one transaction (one fsync for a whole batch)."""
+        now = time.time()
+        rows = [
+            (key, namespace, model_digest, now, json.dumps(payload, ensure_ascii=False, default=str))
+            for key, payload in entries
+        ]
         with self._lock:
-            self._db.execute(
+            self._db.execute("BEGIN")
+            self._db.executemany(
                 "INSERT OR REPLACE INTO entries (key, namespace, model_digest, created, payload) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (key, namespace, model_digest, time.time(), data),
+                rows,
             )
+            self._db.execute("COMMIT")
 
     def get_generation(self, identity: ModelIdentity, request: GenerationRequest) -> Generation | None:
         payload = self.get_raw(generation_key(identity, request))
@@ -67,18 +79,18 @@ class Cache:
         gen.cached = True
         return gen
 
-    def put_generation(
-        self, identity: ModelIdentity, request: GenerationRequest, generation: Generation
+    def put_generations(
+        self, identity: ModelIdentity, pairs: list[tuple[GenerationRequest, Generation]]
     ) -> None:
-        """Store a successful generation. Failed ones are not stored, so they are retried."""
-        if generation.error is not None:
-            return
-        payload = asdict(generation)
-        payload["cached"] = False
-        self.put_raw(
-            generation_key(identity, request), payload, namespace="generation",
-            model_digest=identity.digest,
-        )
+        """Store successful generations. Failed ones are not stored, so they are retried."""
+        entries = []
+        for request, generation in pairs:
+            if generation.error is None:
+                payload = asdict(generation)
+                payload["cached"] = False
+                entries.append((generation_key(identity, request), payload))
+        if entries:
+            self.put_many(entries, namespace="generation", model_digest=identity.digest)
 
     def count(self, namespace: str | None = None) -> int:
         with self._lock:

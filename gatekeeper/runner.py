@@ -307,13 +307,13 @@ class Runner:
                     requests, f"provider {model.identity.provider!r} returned {len(generations)} "
                     f"outputs for {len(requests)} requests",
                 )
-            for request, gen in zip(requests, generations, strict=True):
+            for gen in generations:
                 if gen.latency_ms is None:
                     gen.latency_ms = round(elapsed_ms / len(requests), 3)
                 if gen.error is not None:
                     self.stats.generation_errors += 1
-                if self.cache is not None:
-                    self.cache.put_generation(model.identity, request, gen)
+            if self.cache is not None:
+                self.cache.put_generations(model.identity, list(zip(requests, generations, strict=True)))
             return generations
 
     def _failed(self, requests: list[GenerationRequest], message: str) -> list[Generation]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -152,14 +152,6 @@ class Suite:
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
-def render(template: str, variables: dict[str, Any], *, where: str) -> str:
-    """Render ``template`` in the jinja2 sandbox; undefined variables are errors."""
-    try:
-        return _ENV.from_string(template).render(**variables)
-    except TemplateError as exc:
-        raise UsageError(f"template error: {exc.message or exc}", file=where) from None
-
-
 def parse_prompty(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Read a Prompty file: YAML front matter, then ``system:``/``user:`` sections."""
     import yaml
@@ -268,7 +260,7 @@ def _scorer_specs(
 
 
 def _case_from_row(
-    row: dict[str, Any], *, schema: SuiteSchema, messages: list[tuple[str, str]], where: str,
+    row: dict[str, Any], *, schema: SuiteSchema, messages: list[tuple[str, Template]], where: str,
     field_prefix: str,
 ) -> Case:
     file, _, line = where.rpartition(":")
@@ -297,7 +289,7 @@ def _case_from_row(
     rendered: list[Message] = []
     for role, template in messages:
         try:
-            rendered.append({"role": role, "content": _ENV.from_string(template).render(**scope)})
+            rendered.append({"role": role, "content": template.render(**scope)})
         except TemplateError as exc:
             raise UsageError(
                 f"prompt template error for case {case_id!r}: {exc.message or exc}",
@@ -336,6 +328,10 @@ def load_yaml_suite(path: Path) -> Suite | None:
     else:
         messages = [(m.role, m.content) for m in schema.prompt.messages or []]
 
+    try:  # compiled once: rendering is per case, parsing need not be
+        templates = [(role, _ENV.from_string(text)) for role, text in messages]
+    except TemplateError as exc:
+        raise UsageError(f"template error: {exc.message or exc}", file=str(path), field="prompt") from None
     cases: list[Case] = []
     seen: dict[str, str] = {}
     datasets: dict[str, str] = {}
@@ -354,7 +350,7 @@ def load_yaml_suite(path: Path) -> Suite | None:
         for lineno, row in read_dataset(ds_path):
             rows.append((f"{ds_path}:{lineno}", f"row {lineno}", row))
     for where, prefix, row in rows:
-        case = _case_from_row(row, schema=schema, messages=messages, where=where, field_prefix=prefix)
+        case = _case_from_row(row, schema=schema, messages=templates, where=where, field_prefix=prefix)
         if case.id in seen:
             file, _, line = where.rpartition(":")
             raise UsageError(
