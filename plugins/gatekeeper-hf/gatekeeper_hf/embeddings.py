@@ -123,7 +123,7 @@ _ABBREVIATIONS = {
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|[A-Z][a-z]|$)|\n")
 _LAST_WORD = re.compile(r"(\S+)$")
 _INITIALISM = re.compile(r"(?:[a-z]\.)+[a-z]")
-_WORD = re.compile(r"\d+(?:[.,]\d+)*[A-Za-z]*|[^\W\d_][\w'\-]*")
+WORD_PATTERN = re.compile(r"\d+(?:[.,]\d+)*[A-Za-z]*|[^\W\d_][\w'\-]*")
 
 
 def split_sentences(text: str) -> list[Segment]:
@@ -172,17 +172,22 @@ def context_windows(sentences: Sequence[Segment], size: int = 2) -> list[str]:
     return list(dict.fromkeys(texts + windows))
 
 
-STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had has have having
-    he her here hers herself him himself his how i if in into is it its itself just me more most my myself no
-    nor not now of off on once only or other our ours ourselves out over own same she should so some such than
-    that the their theirs them themselves then there these they this those through to too under until up very
-    was we were what when where which while who whom why will with would you your yours yourself yourselves
-    also yes sure well one may might must shall many much""".split()
-)
+STOPWORDS = frozenset({
+    "a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as",
+    "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can",
+    "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further",
+    "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his",
+    "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my",
+    "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our",
+    "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than",
+    "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this",
+    "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what",
+    "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your",
+    "yours", "yourself", "yourselves", "also", "yes", "sure", "well", "one", "may", "might", "must",
+    "shall", "many", "much",
+})
 
 
 def content_words(text: str) -> list[str]:
     """Lower-cased words of ``text`` that carry content (not stop words)."""
-    return [w for w in (m.group().lower() for m in _WORD.finditer(text)) if w not in STOPWORDS]
+    return [w for w in (m.group().lower() for m in WORD_PATTERN.finditer(text)) if w not in STOPWORDS]

@@ -10,6 +10,7 @@ its own ``max_tokens`` and its own stop strings. Finished rows leave the batch.
 
 from __future__ import annotations
 
+import math
 import asyncio
 import threading
 import time
@@ -161,6 +162,7 @@ class HFModel(Model):
     """A loaded causal LM; ``generate`` decodes a batch in a worker thread."""
 
     max_concurrency = 1  # one batch at a time: parallel batches only fight over the cores
+    timeout_s = math.inf  # a running batch cannot be cancelled; never time it out and start another
 
     def __init__(
         self,
@@ -211,9 +213,8 @@ class HFModel(Model):
         )
         input_ids = encoded["input_ids"].to(self.device)
         attention = encoded["attention_mask"].to(self.device)
-        rows = [
-            _Row(r, int(n), _generator(r, self.device)) for r, n in zip(requests, attention.sum(-1).tolist(), strict=True)
-        ]
+        prompt_lengths = attention.sum(-1).tolist()
+        rows = [_Row(r, int(n), _generator(r, self.device)) for r, n in zip(requests, prompt_lengths, strict=True)]
         active = list(range(len(rows)))
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():

@@ -17,6 +17,8 @@ from pydantic import Field
 from gatekeeper.kinds import Detector, EvalContext, Evaluator, ScoringParams
 from gatekeeper.types import Case, Generation, GenerationRequest, Score, Span
 from gatekeeper_hf.embeddings import (
+    STOPWORDS,
+    WORD_PATTERN,
     Segment,
     content_words,
     context_windows,
@@ -27,16 +29,15 @@ from gatekeeper_hf.embeddings import (
 _NUMBER = re.compile(r"\d")
 FRAGMENT_WORDS = 4
 """A claim with fewer content words than this is a fragment ("Delhi", "more than 1,600"): it
-only means something with the question, so it is not retrieved or gated by its own
-embedding; its words are looked for in the whole context."""
-_NUMBER_WORDS = {
-    word: str(value)
-    for value, word in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen twenty".split()
-    )
-} | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80",
-     "ninety": "90", "hundred": "100", "thousand": "1000"}
+only means something with the question, so it is not gated by its own embedding."""
+_SMALL_NUMBERS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty"
+)
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(_SMALL_NUMBERS.split(" "))} | {
+    "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80",
+    "ninety": "90", "hundred": "100", "thousand": "1000",
+}
 
 
 class SemanticSimilarityParams(ScoringParams):
@@ -69,15 +70,21 @@ class SemanticSimilarity(Evaluator):
 
 
 class EmbeddingGroundingParams(ScoringParams):
+    threshold: float | None = 0.0
+    """Verdict: passed when the value (1.0 hallucinated, 0.0 grounded) is at most this."""
     word_similarity: float = Field(0.9, gt=0, le=1)
-    """A new word the context lacks is accepted when a context word is at least this similar
-    (inflections and close synonyms: magazine/magazines 0.91, bought/purchased 0.91;
-    Monday/Tuesday 0.87 and Mumbai/Delhi 0.64 are not). Numbers must appear exactly."""
-    min_sentence_similarity: float = Field(0.1, ge=-1, le=1)
-    """A claim whose best cosine with any context window is below this is off-topic, hence
-    unsupported, whatever its words."""
-    top_k: int = Field(3, ge=1)
-    """New words are looked for in the ``top_k`` context windows most similar to the claim."""
+    """A new name the context lacks is accepted when a context word is at least this similar
+    (magazine/magazines 0.91; Monday/Tuesday 0.87 and Mumbai/Delhi 0.64 are not). Numbers
+    must appear exactly."""
+    synonym_similarity: float = Field(0.6, gt=0, le=1)
+    """A new ordinary word is supported by a context word at least this similar."""
+    max_unsupported_fraction: float = Field(0.34, ge=0, le=1)
+    """A claim's new ordinary words may lack support up to this fraction of them, and one
+    such word is always allowed unless this is 0 (paraphrase brings words of its own); any
+    unsupported number or name is one too many."""
+    min_sentence_similarity: float = Field(0.3, ge=-1, le=1)
+    """A claim of four or more content words whose best cosine with any context window is
+    below this is off-topic, hence unsupported, whatever its words."""
     window: int = Field(2, ge=1)
     """Context windows: each sentence and each run of this many adjacent sentences."""
 
@@ -107,19 +114,28 @@ class ClaimCheck:
 
 
 class EmbeddingGrounding(Detector):
-    """Flags output sentences that bring in information the context does not contain.
+    """Flags output sentences that the context does not support.
 
-    Each sentence of the output with content words is a claim. Its words that the prompt
-    did not already give are its new information; each must be found in the context
-    windows most similar to the claim (retrieved by sentence embedding): verbatim, or as
-    a context word whose embedding is at least ``word_similarity`` close. A claim whose
-    best window is below ``min_sentence_similarity`` is off-topic. Value 1.0 when any
-    claim is unsupported. Sentence embeddings alone cannot catch a swapped entity ("based
-    in Mumbai" against "head office in Delhi" scores high); the word check does.
+    Each sentence of the output with content words is a claim, checked two ways:
+
+    - meaning: its best cosine similarity (all-MiniLM-L6-v2) with any context window (a
+      sentence, or ``window`` adjacent sentences) must reach ``min_sentence_similarity``;
+      this accepts paraphrase and catches off-topic claims. Fragments (fewer than four
+      content words, such as "Delhi") are not judged by their own embedding, which means
+      little without the question.
+    - new words (content words the prompt did not already give): every number must be in
+      the context, every name (a capitalised word after the first) too, or a context word
+      at least ``word_similarity`` close; of the ordinary words, one, or at most a
+      ``max_unsupported_fraction`` of them, may lack a context word ``synonym_similarity``
+      close.
+      Sentence embeddings alone cannot catch a swapped name or number ("based in Mumbai"
+      against "head office in Delhi" scores high); this check does.
+
+    Value 1.0 when any claim is unsupported; spans are the unsupported sentences.
     """
 
     name = "embedding_grounding"
-    description = "claims whose new words are not found in the context (MiniLM retrieval + word match)"
+    description = "claims off-topic for the context or with new names, numbers or words (MiniLM embeddings)"
     Params = EmbeddingGroundingParams
 
     def score(self, case: Case, generation: Generation) -> Score:
@@ -168,25 +184,46 @@ def _reason(check: ClaimCheck) -> str:
     return f"off-topic: best context similarity {check.sentence_similarity:.2f}"
 
 
+def specific_words(text: str) -> list[str]:
+    """Numbers and names in ``text``, lower-cased: words with a digit, number words, and
+    capitalised words other than the first of the sentence (or with an inner capital)."""
+    found = []
+    for position, match in enumerate(WORD_PATTERN.finditer(text)):
+        word = match.group()
+        lower = word.lower()
+        if lower in STOPWORDS:
+            continue
+        name = word[:1].isupper() and position > 0
+        if _NUMBER.search(word) or lower in _NUMBER_WORDS or name or any(c.isupper() for c in word[1:]):
+            found.append(lower)
+    return found
+
+
 def check_claims(
     claims: Sequence[Segment], context: str, given: set[str], params: EmbeddingGroundingParams
 ) -> list[ClaimCheck]:
     """Check each claim against the context (see :class:`EmbeddingGrounding`)."""
-    encoder = get_encoder()
     windows = context_windows(split_sentences(context), params.window) or [context]
-    similarity = encoder.similarity([c.text for c in claims], windows)
-    context_vocabulary = set(content_words(context))
+    similarity = get_encoder().similarity([c.text for c in claims], windows)
+    vocabulary = set(content_words(context))
     checks = []
     for i, claim in enumerate(claims):
-        ranked = similarity[i].argsort(descending=True)[: params.top_k].tolist()
-        best = float(similarity[i, ranked[0]])
+        best_window = int(similarity[i].argmax())
+        best = float(similarity[i, best_window])
         words = content_words(claim.text)
-        fragment = len(words) < FRAGMENT_WORDS
-        nearby = context_vocabulary if fragment else {w for j in ranked for w in content_words(windows[j])}
+        specific = set(specific_words(claim.text))
         new_words = list(dict.fromkeys(w for w in words if w not in given))
-        word_support, missing = _word_support(new_words, nearby or context_vocabulary, params.word_similarity)
+        names = [w for w in new_words if w in specific]
+        ordinary = [w for w in new_words if w not in specific]
+        name_support, missing_names = _word_support(names, vocabulary, params.word_similarity)
+        word_support, missing_words = _word_support(ordinary, vocabulary, params.synonym_similarity)
+        allowed = params.max_unsupported_fraction * len(ordinary)
+        too_many = len(missing_words) > (max(1.0, allowed) if params.max_unsupported_fraction > 0 else 0)
+        missing = missing_names + (missing_words if too_many else [])
+        fragment = len(words) < FRAGMENT_WORDS
         supported = not missing and (fragment or best >= params.min_sentence_similarity)
-        checks.append(ClaimCheck(claim, best, windows[ranked[0]], word_support, missing, supported))
+        checks.append(ClaimCheck(claim, best, windows[best_window], min(name_support, word_support), missing,
+                                 supported))
     return checks
 
 
@@ -197,7 +234,7 @@ def _word_support(words: list[str], vocabulary: set[str], threshold: float) -> t
     absent = [w for w in words if _normal(w) not in known]
     if not absent:
         return 1.0, []
-    supports: dict[str, float] = {w: 0.0 for w in absent if _NUMBER.search(w)}
+    supports: dict[str, float] = {w: 0.0 for w in absent if _NUMBER.search(_normal(w))}
     lexical = [w for w in absent if w not in supports]
     candidates = sorted(v for v in vocabulary if not _NUMBER.search(v))
     if lexical and candidates:
@@ -210,17 +247,25 @@ def _word_support(words: list[str], vocabulary: set[str], threshold: float) -> t
 
 
 def _normal(word: str) -> str:
-    """Compare words without a possessive, hyphens or digit grouping, and small number words
-    as digits: "Magazine's" ~ "magazine", "1,600" ~ "1600", "nine" ~ "9"."""
-    word = word.lower().removesuffix("'s").replace("-", "")
+    """Compare words without a possessive, plural -s, hyphens or digit grouping, and small
+    number words as digits: "Magazines'" ~ "magazine", "1,600" ~ "1600", "nine" ~ "9"."""
+    word = word.lower().removesuffix("'s").rstrip("'").replace("-", "")
     word = re.sub(r"(?<=\d),(?=\d{3})", "", word)
-    return _NUMBER_WORDS.get(word, word)
+    if word in _NUMBER_WORDS:
+        return _NUMBER_WORDS[word]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
 
 
 # --------------------------------------------------------------------------- self-consistency
 
 
 class SelfConsistencyParams(ScoringParams):
+    threshold: float | None = 0.0
+    """Verdict: passed when the value (1.0 some sentence flagged, 0.0 none) is at most this."""
     samples: int = Field(5, ge=1, le=50)
     """Extra answers sampled from the model being scored (temperature 1.0, seeds 1..N)."""
     temperature: float = Field(1.0, gt=0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from gatekeeper.kinds import Params, Tuner
 from gatekeeper.types import ModelSpec, UsageError
@@ -46,19 +46,27 @@ IGNORE_INDEX = -100
 
 
 class LoraParams(Params):
-    """Hyperparameters of the ``lora`` tuner. Defaults train 120 short examples in a few
-    minutes on two CPU cores (one epoch, batch 8: 15 optimizer steps)."""
+    """Hyperparameters of the ``lora`` tuner. The defaults bound a run to 8 optimizer steps
+    of 4 conversations (about 2.5 minutes of two CPU cores for SmolLM2 on the demo's
+    ~450-token support conversations); raise ``max_steps`` (or set it to None to run every
+    epoch in full) when more time or a GPU is available."""
 
     rank: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0)
+    alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
     learning_rate: float = Field(5e-4, gt=0)
     epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(60, ge=1)
-    batch_size: int = Field(8, ge=1)
+    max_steps: int | None = Field(8, ge=1)
+    batch_size: int = Field(4, ge=1)
     seed: int = 0
-    max_length: int = Field(512, ge=8)
+    max_length: int = Field(1024, ge=8)
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """``--param target_modules=q_proj`` gives one string: read it as a list."""
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
 class DpoParams(LoraParams):
@@ -67,7 +75,8 @@ class DpoParams(LoraParams):
 
     beta: float = Field(0.1, gt=0)
     learning_rate: float = Field(2e-4, gt=0)
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(2, ge=1)
+    """Pairs per step: each step runs 2 × batch_size sequences."""
 
 
 # --------------------------------------------------------------------------- bounds
@@ -307,16 +316,44 @@ def collate(rows: Sequence[Encoded], pad_id: int, device: str) -> dict[str, torc
     return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
 
 
+def labelled_logits(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits at the positions that predict a labelled token, those tokens, and their rows.
+
+    The answers are a small part of long prompts, so the output layer (576 × 49152 for
+    SmolLM2, a fifth of the model's work per token) runs only there. Models whose logits
+    are post-processed (soft-capping, scaling) go through their own forward instead.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE_INDEX
+    rows = mask.nonzero()[:, 0]
+    config = base.config
+    plain_head = not getattr(config, "final_logit_softcapping", None) and getattr(config, "logit_scale", None) in (
+        None, 1, 1.0)
+    body = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    if plain_head and body is not None and body is not base:
+        hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = base.get_output_embeddings()(hidden[:, :-1][mask])
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][mask]
+    return logits.float(), labels[mask], rows
+
+
+def causal_lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the labelled tokens (what ``model(**batch).loss`` gives)."""
+    import torch.nn.functional as F
+
+    logits, targets, _ = labelled_logits(model, batch)
+    return F.cross_entropy(logits, targets)
+
+
 def sequence_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum of log-probabilities of the labelled tokens of each row (for DPO)."""
     import torch
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1, :]
-    labels = batch["labels"][:, 1:]
-    mask = labels != IGNORE_INDEX
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    picked = torch.gather(logprobs, 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(-1)
+    logits, targets, rows = labelled_logits(model, batch)
+    picked = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(-1)).squeeze(-1)
+    return torch.zeros(batch["labels"].shape[0], dtype=picked.dtype, device=picked.device).index_add(0, rows, picked)
 
 
 # --------------------------------------------------------------------------- tuners
@@ -512,7 +549,7 @@ class LoraTuner(_AdapterTuner):
         losses: list[float] = []
         for indices in _batches(len(encoded), hyper, total):
             batch = collate([encoded[i] for i in indices], run.tokenizer.pad_token_id, run.device)
-            loss = run.model(**batch).loss
+            loss = causal_lm_loss(run.model, batch)
             losses.append(float(loss.detach()))
             _step(run.model, optimizer, scheduler, loss)
         run.model.eval()
@@ -535,12 +572,13 @@ class DpoTuner(_AdapterTuner):
         return read_dpo_examples(path)
 
     def train(self, run: TuningRun, examples: list[Example], where: str) -> dict[str, Any]:
+        import torch
         import torch.nn.functional as F
 
         hyper = run.params
         assert isinstance(hyper, DpoParams)
         pairs = [self._encode_pair(run, e, f"{where}:{e.line}") for e in examples]
-        reference = self._reference_logprobs(run, pairs)
+        reference: dict[int, torch.Tensor] = {}
         total = _schedule(len(pairs), hyper)
         optimizer, scheduler = _optimizer(run.model, hyper, total)
         run.model.train()
@@ -550,7 +588,10 @@ class DpoTuner(_AdapterTuner):
             rows = [pairs[i][0] for i in indices] + [pairs[i][1] for i in indices]
             logps = sequence_logprobs(run.model, collate(rows, run.tokenizer.pad_token_id, run.device))
             chosen, rejected = logps[: len(indices)], logps[len(indices) :]
-            ref = reference[indices]
+            unseen = [i for i in indices if i not in reference]
+            if unseen:
+                reference |= self._reference_logprobs(run, pairs, unseen)
+            ref = torch.stack([reference[i] for i in indices])
             margin = (chosen - ref[:, 0]) - (rejected - ref[:, 1])
             loss = -F.logsigmoid(hyper.beta * margin).mean()
             losses.append(float(loss.detach()))
@@ -572,25 +613,29 @@ class DpoTuner(_AdapterTuner):
         return pair[0], pair[1]
 
     @staticmethod
-    def _reference_logprobs(run: TuningRun, pairs: list[tuple[Encoded, Encoded]]) -> torch.Tensor:
-        """(n, 2) log-probabilities of chosen and rejected under the base (adapter off), once."""
+    def _reference_logprobs(
+        run: TuningRun, pairs: list[tuple[Encoded, Encoded]], indices: list[int]
+    ) -> dict[int, torch.Tensor]:
+        """Log-probabilities (chosen, rejected) of the given pairs under the base model (the
+        adapter switched off). Computed when a pair is first used: with ``max_steps`` most
+        rows of a large file are never used, and their forward passes would be wasted."""
         import torch
 
         run.model.eval()
-        values = []
+        rows = [pairs[i][0] for i in indices] + [pairs[i][1] for i in indices]
         with torch.no_grad(), run.model.disable_adapter():
-            for start in range(0, len(pairs), run.params.batch_size):
-                chunk = pairs[start : start + run.params.batch_size]
-                rows = [p[0] for p in chunk] + [p[1] for p in chunk]
-                logps = sequence_logprobs(run.model, collate(rows, run.tokenizer.pad_token_id, run.device))
-                values.append(torch.stack([logps[: len(chunk)], logps[len(chunk) :]], dim=1))
-        return torch.cat(values)
+            logps = sequence_logprobs(run.model, collate(rows, run.tokenizer.pad_token_id, run.device))
+        run.model.train()
+        n = len(indices)
+        return {i: torch.stack([logps[j], logps[n + j]]) for j, i in enumerate(indices)}
 
 
 def _training_summary(losses: list[float], total: int, hyper: LoraParams) -> dict[str, Any]:
+    """Steps taken and the loss of every step (each on its own batch, so they are noisy)."""
     return {
         "steps": total,
         "examples_seen": total * hyper.batch_size,
         "loss_first": round(losses[0], 6) if losses else None,
         "loss_last": round(losses[-1], 6) if losses else None,
+        "losses": [round(loss, 6) for loss in losses],
     }

@@ -132,7 +132,7 @@ def sft_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TUNE_PARAMS = {"rank": 8, "alpha": 16, "learning_rate": 0.02, "epochs": 8, "batch_size": 4, "seed": 7,
-               "dropout": 0.1, "target_modules": ALL_PROJECTIONS}
+               "dropout": 0.1, "target_modules": ALL_PROJECTIONS, "max_steps": None}
 
 
 @dataclass(frozen=True)

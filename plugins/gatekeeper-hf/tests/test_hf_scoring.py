@@ -112,16 +112,31 @@ def test_number_words_and_digit_grouping_count_as_support() -> None:
     assert score(grounding(), "The first hotel stayed open for 8 years.", numbers).value == 1.0
 
 
-def test_inflections_count_as_support_but_a_new_word_does_not() -> None:
-    assert score(grounding(), "The Oberoi family is famous for hotel involvement.").value == 0.0
+def test_inflections_count_as_support_but_a_new_name_does_not() -> None:
     assert score(grounding(), "The Oberoi Group's head offices are in Delhi.").value == 0.0
-    assert score(grounding(), "The Oberoi family is famous for airline involvement.").value == 1.0
+    result = score(grounding(), "The Oberoi Group's head offices are in Delhi and Kolkata.")
+    assert result.value == 1.0
+    assert result.details["claims"][0]["unsupported_words"] == ["kolkata"]
 
 
-def test_word_similarity_threshold_decides_near_synonyms() -> None:
+def test_new_ordinary_words_are_tolerated_up_to_a_fraction() -> None:
+    output = "The Oberoi family is famous for airline involvement."  # one new word of three
+    assert score(grounding(), output).value == 0.0
+    strict = score(grounding(max_unsupported_fraction=0.0, synonym_similarity=0.95), output)
+    assert strict.value == 1.0
+    assert strict.details["claims"][0]["unsupported_words"] == ["airline"]
+
+
+def test_synonym_similarity_decides_near_synonyms() -> None:
     output = "The Oberoi Group is a hotel business."
-    assert score(grounding(word_similarity=0.99), output).value == 1.0
-    assert score(grounding(word_similarity=0.3), output).value == 0.0
+    assert score(grounding(max_unsupported_fraction=0.0, synonym_similarity=0.99), output).value == 1.0
+    assert score(grounding(max_unsupported_fraction=0.0, synonym_similarity=0.3), output).value == 0.0
+
+
+def test_an_off_topic_claim_is_flagged_by_its_embedding() -> None:
+    off_topic = score(grounding(max_unsupported_fraction=1.0), "Bananas and apples are rich in potassium.")
+    assert off_topic.value == 1.0
+    assert "off-topic" in off_topic.spans[0].reason
 
 
 def test_grounding_is_nodata_without_context() -> None:

@@ -33,7 +33,9 @@ def tune(tiny_model: Path, data: Path, out: Path, params: dict[str, Any], *,
     return tuner.tune(ModelSpec("hf", str(tiny_model)), data, out, params, Config(root=out.parent), bounds)
 
 
-def test_lora_tuning_is_deterministic_for_a_fixed_seed(helpers: Any, tiny_model: Path, sft_data: Path, tmp_path: Path) -> None:
+def test_lora_tuning_is_deterministic_for_a_fixed_seed(
+    helpers: Any, tiny_model: Path, sft_data: Path, tmp_path: Path
+) -> None:
     first = tune(tiny_model, sft_data, tmp_path / "a", dict(helpers.tune_params))
     second = tune(tiny_model, sft_data, tmp_path / "b", dict(helpers.tune_params))
     other_seed = tune(tiny_model, sft_data, tmp_path / "c", dict(helpers.tune_params, seed=8))
@@ -42,13 +44,15 @@ def test_lora_tuning_is_deterministic_for_a_fixed_seed(helpers: Any, tiny_model:
     assert other_seed["adapter"]["digest"] != first["adapter"]["digest"]
 
 
-def test_lora_provenance_records_base_data_and_adapter(helpers: Any, tiny_model: Path, sft_data: Path, tiny_adapter: Path) -> None:
+def test_lora_provenance_records_base_data_and_adapter(
+    helpers: Any, tiny_model: Path, sft_data: Path, tiny_adapter: Path
+) -> None:
     provenance = json.loads((tiny_adapter / "provenance.json").read_text())
     assert provenance["modification"] == "lora_adapter_retrain"
     assert provenance["tuner"] == "lora"
     assert provenance["base_model"]["spec"] == f"hf:{tiny_model}"
     assert provenance["adapter"] | {"path": None} == {
-        "path": None, "rank": 8, "alpha": 16.0, "target_modules": helpers.all_projections,
+        "path": None, "rank": 8, "alpha": 16, "target_modules": helpers.all_projections,
         "digest": adapter_digest(tiny_adapter),
     }
     assert provenance["data"] == {
@@ -225,3 +229,22 @@ def test_dpo_refuses_out_of_bounds_like_lora(helpers: Any, tiny_model: Path, tmp
     data = helpers.write_jsonl(tmp_path / "prefs.jsonl", dpo_rows(2))
     with pytest.raises(UsageError, match=r"rank\.max = 16"):
         tune(tiny_model, data, tmp_path / "dpo", WITHIN_BOUNDS | {"rank": 64}, tuner=DpoTuner(), bounds=POLICY_BOUNDS)
+
+
+def test_the_loss_on_labelled_positions_equals_the_models_own(tiny_model: Path, helpers: Any) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gatekeeper_hf.tuning import causal_lm_loss, collate, sequence_logprobs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    rows = [encode_conversation(tokenizer, r["messages"], 512, "t") for r in helpers.sft_rows(3)]
+    batch = collate(rows, tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        assert causal_lm_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        full = torch.log_softmax(logits, -1).gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        expected = (full * (labels != -100)).sum(-1)
+        assert torch.allclose(sequence_logprobs(model, batch), expected, atol=1e-4)
