@@ -10,8 +10,8 @@ its own ``max_tokens`` and its own stop strings. Finished rows leave the batch.
 
 from __future__ import annotations
 
-import math
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Sequence
