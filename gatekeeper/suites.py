@@ -152,6 +152,14 @@ class Suite:
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
+def render(template: str, variables: dict[str, Any], *, where: str) -> str:
+    """Render ``template`` in the jinja2 sandbox; undefined variables are errors."""
+    try:
+        return _ENV.from_string(template).render(**variables)
+    except TemplateError as exc:
+        raise UsageError(f"template error: {exc.message or exc}", file=where) from None
+
+
 def parse_prompty(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Read a Prompty file: YAML front matter, then ``system:``/``user:`` sections."""
     import yaml
