@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, ValidationError, field_validator
 
+import gatekeeper.suites
 from gatekeeper.kinds import Params, Tuner
 from gatekeeper.types import ModelSpec, UsageError
 from gatekeeper_hf.loading import (
@@ -176,18 +177,7 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; bad JSON is a UsageError at file:line."""
     if not path.is_file():
         raise UsageError("training data file not found", file=str(path))
-    rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"invalid JSON: {exc.msg}", file=str(path), line=number) from None
-            if not isinstance(row, dict):
-                raise UsageError("each line must be a JSON object", file=str(path), line=number)
-            rows.append((number, row))
+    rows = list(gatekeeper.suites.read_jsonl(path))
     if not rows:
         raise UsageError("training data file has no rows", file=str(path))
     return rows
