@@ -113,8 +113,7 @@ class CheckCommand(Command):
             selection={"paths": args.paths, "k": args.keyword, "m": args.marker},
         )
         metrics = evaluate_metrics(policy, record["cases"], record["case_index"])
-        gen_rows = [r for r in record["cases"]]
-        error_rate = sum(1 for r in gen_rows if r["error"]) / max(1, len(gen_rows))
+        error_rate = sum(1 for r in record["cases"] if r["error"]) / max(1, len(record["cases"]))
         approvals = required_approvals(policy, [scope.modification_id] if scope.modification_id else [])
         decision, reasons = decide(policy, metrics, GateInputs(
             scope=scope, reuse_violations=reuse_violations, generation_error_rate=error_rate,
