@@ -101,7 +101,10 @@ class EvalContext:
 
     ``generate`` runs a request on any model through the runner (cached, retried,
     rate-limited): judges and self-consistency use it. ``load_model`` loads a model by
-    spec. ``model`` is the model whose output is being scored.
+    spec. ``model`` is the model whose output is being scored, ``label`` its label in the
+    run (``candidate``, ``baseline`` or the spec) and ``request`` the request it answered.
+    ``peers`` holds every model of the run by label, so a comparative evaluator (such as
+    ``pairwise``) gets another model's answer to the same request with :meth:`output_of`.
     """
 
     config: Config
@@ -110,6 +113,19 @@ class EvalContext:
     generate: Callable[[Model, GenerationRequest], Awaitable[Generation]] | None = None
     load_model: Callable[[ModelSpec], Model] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    peers: dict[str, Model] = field(default_factory=dict)
+    request: GenerationRequest | None = None
+
+    async def output_of(self, model: Model) -> Generation:
+        """``model``'s answer to the request being scored, through the runner's cache.
+
+        When that model runs (or ran) in the same invocation, the answer is generated once:
+        whichever asks first pays, the other finds it in the cache.
+        """
+        if self.generate is None or self.request is None:
+            raise RuntimeError("output_of needs the runner (generate and request are unset)")
+        return await self.generate(model, self.request)
 
 
 class Evaluator:

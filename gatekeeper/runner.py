@@ -10,6 +10,7 @@ the moment it arrives, then scored by the suite's evaluators and detectors.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import sys
@@ -180,6 +181,7 @@ class Runner:
         self.progress = progress
         self.stats = RunStats()
         self._limiters: dict[int, AdaptiveLimiter] = {}
+        self._peers: dict[str, Model] = {}
         eval_context.generate = self.generate_one
 
     # ----------------------------------------------------------------- public
@@ -194,6 +196,7 @@ class Runner:
             for suite in suites for case in suite.cases for request in build_requests(suite, case)
         ]
         results: list[CaseResult] = []
+        self._peers = {m.label: m.model for m in models}
         plain = not sys.stderr.isatty() or bool(os.environ.get("CI"))
         with Progress(total=len(jobs) * len(models), plain=plain, enabled=self.progress) as bar:
             for mrun in models:
@@ -234,7 +237,7 @@ class Runner:
         ctx = EvalContext(
             config=self.eval_context.config, cache=self.cache, model=mrun.model,
             generate=self.generate_one, load_model=self.eval_context.load_model,
-            extra=self.eval_context.extra,
+            extra=self.eval_context.extra, label=mrun.label, peers=self._peers,
         )
         slots: list[CaseResult | None] = [None] * len(jobs)
         pending: list[int] = []
@@ -325,6 +328,7 @@ class Runner:
         slots: list[CaseResult | None], index: int,
     ) -> None:
         scores: list[Score] = []
+        ctx = dataclasses.replace(ctx, request=job.request)
         for scorer in self.scorers.get(job.suite.name, []):
             if gen.error is not None:
                 scores.append(Score(scorer.metric, None, status="error", reason=f"no output: {gen.error}"))

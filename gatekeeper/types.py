@@ -187,10 +187,18 @@ class GenerationRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     epoch: int = 0
+    response_format: dict[str, Any] | None = None
+    """OpenAI-style structured output request: ``{"type": "json_object"}`` or
+    ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``. Providers
+    that cannot constrain their output ignore it (judges parse and validate anyway)."""
+    top_logprobs: int | None = None
+    """Ask for this many alternatives per output token. A provider that can returns them in
+    ``Generation.metadata["logprobs"]`` as OpenAI's ``choices[0].logprobs.content``: a list
+    of ``{"token", "logprob", "top_logprobs": [{"token", "logprob"}, ...]}``."""
 
     def cache_payload(self) -> dict[str, Any]:
         """The part of the request that determines the output (goes into the cache key)."""
-        return {
+        payload: dict[str, Any] = {
             "messages": list(self.messages),
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
@@ -200,6 +208,12 @@ class GenerationRequest:
             # Replay recordings are looked up by case id, so the id is part of the request.
             "case_id": self.case.id,
         }
+        # Only when set, so that the keys of plain requests stay what they were.
+        if self.response_format is not None:
+            payload["response_format"] = self.response_format
+        if self.top_logprobs is not None:
+            payload["top_logprobs"] = self.top_logprobs
+        return payload
 
 
 @dataclass
