@@ -225,18 +225,39 @@ class Command:
 # --------------------------------------------------------------------------- loop kinds
 
 
+@dataclass(frozen=True)
+class RowRef:
+    """Where a raw signal row came from, for error messages: ``file`` and its ``line``
+    (text files) or 1-based row number (Parquet, SQL, spans)."""
+
+    file: str
+    line: int | None = None
+
+
 class SignalSource:
     """Reads production signals (one record per answer) from a location.
 
-    ``scheme`` values (e.g. ``("jsonl", "parquet")`` or ``("sqlite", "postgresql")``)
-    say which locations this source handles.
+    ``schemes`` lists the URL schemes (``sqlite``, ``postgresql``) and file suffixes
+    (``jsonl``, ``parquet``) this source handles; a location may also name the source
+    explicitly (``otlp:traces.json``). :meth:`read` yields raw rows in the nested or flat
+    layout of :mod:`gatekeeper.signals` with where each came from; the host validates them.
+    :meth:`scan` gives the same rows as a Polars ``LazyFrame`` for aggregation; the default
+    builds it from :meth:`read`, and columnar sources override it to push ``filters``
+    (a :class:`gatekeeper.signals.SignalFilter`) down to storage. Sources may ignore
+    filters they cannot apply: the host applies them again.
     """
 
     name: ClassVar[str]
+    description: ClassVar[str] = ""
     schemes: ClassVar[tuple[str, ...]] = ()
 
-    def read(self, location: str, **filters: Any) -> Iterator[dict[str, Any]]:
+    def read(self, location: str, filters: Any) -> Iterator[tuple[RowRef, dict[str, Any]]]:
         raise NotImplementedError
+
+    def scan(self, location: str, filters: Any) -> Any:
+        from gatekeeper.signals import frame_from_rows
+
+        return frame_from_rows(self.read(location, filters))
 
 
 class Tuner:

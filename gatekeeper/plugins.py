@@ -40,6 +40,8 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("commands", "gatekeeper.builtin.commands"),
     ("check", "gatekeeper.builtin.check"),
     ("audit_commands", "gatekeeper.builtin.audit_commands"),
+    ("signal_sources", "gatekeeper.builtin.signal_sources"),
+    ("signals_commands", "gatekeeper.builtin.signals_commands"),
 )
 
 
