@@ -44,6 +44,9 @@ class Config(BaseModel):
     baseline: str | dict[str, Any] | None = None
     candidate: str | dict[str, Any] | None = None
     policy: str | None = None
+    judge: str | dict[str, Any] | None = Field(
+        default=None, description="default judge model spec for judge evaluators (rubric, pairwise, ...)"
+    )
     out: str = "gatekeeper-out"
     cache: str = ".gatekeeper/cache.sqlite"
     audit_log: str = ".gatekeeper/audit.jsonl"

@@ -9,7 +9,7 @@ numbers behind it.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -72,10 +72,10 @@ def _fmt(x: float | None) -> str:
 
 def _explain(spec: MetricSpec, verdict: str, lo: float, hi: float) -> str:
     """Why the interval gives this verdict, in the metric's own units."""
-    better = "higher" if spec.direction == "higher" else "lower"
+    better = spec.better
     m = spec.margin
     if spec.hypothesis == "non_inferiority":
-        bound = -m if spec.direction == "higher" else m
+        bound = -m if better == "higher" else m
         side = {"PASS": "excludes", "FAIL": "lies wholly beyond", "INCONCLUSIVE": "straddles"}[verdict]
         return f"the interval {side} the non-inferiority bound Δ = {bound:+.3f} ({better} is better)"
     if spec.hypothesis == "superiority":
@@ -126,8 +126,8 @@ def evaluate_metric(
     )
     parts: list[str] = []
     verdicts: list[str] = []
-    if spec.hypothesis != "guardrail_only":
-        v = stats.verdict(comp, hypothesis=spec.hypothesis, margin=spec.margin, direction=spec.direction)
+    if spec.hypothesis != "guardrail_only" and spec.hypothesis != "homogeneity":
+        v = stats.verdict(comp, hypothesis=spec.hypothesis, margin=spec.margin, direction=spec.better)
         verdicts.append(v)
         parts.append(_explain(spec, v, comp.ci_low, comp.ci_high))
     if spec.guardrail is not None:
@@ -148,10 +148,10 @@ def evaluate_metric(
     if spec.min_n is not None and comp.n < spec.min_n and verdict == "PASS":
         verdict = "INCONCLUSIVE"
         parts.append(f"n = {comp.n} is below min_n {spec.min_n}")
-    if verdict == "INCONCLUSIVE" and spec.hypothesis != "guardrail_only":
+    if verdict == "INCONCLUSIVE" and spec.hypothesis != "guardrail_only" and spec.hypothesis != "homogeneity":
         power = stats.power_analysis(
             comp, margin=spec.margin, alpha=spec.alpha, power=spec.power,
-            hypothesis=spec.hypothesis, direction=spec.direction,
+            hypothesis=spec.hypothesis, direction=spec.better,
         )
         row["power"] = power
         if power.get("n_needed"):
@@ -174,6 +174,9 @@ def evaluate_metrics(
     gate = policy.gate
     for spec in policy.performance_evaluation.metrics:
         clause = f"performance_evaluation.metrics[{spec.name}]"
+        if spec.measure == "distribution":
+            out.extend(evaluate_distribution(spec, rows, case_index, clause=clause, gate=gate))
+            continue
         table = score_table(rows, spec.metric, case_index, spec.suite, spec.measure)
         base_all, cand_all = table.values.get("baseline", {}), table.values.get("candidate", {})
         n_cases = len(set(base_all) | set(cand_all)) + sum(table.nodata.values()) + sum(table.errors.values())
@@ -222,6 +225,119 @@ def evaluate_metrics(
                     )
                     srow["reason"] = srow["reason"].replace(f"{spec.name}:", f"{spec.name}[{field_name}={value}]:", 1)
                 out.append(srow)
+    return out
+
+
+def label_counts(
+    rows: Iterable[Mapping[str, Any]], metric: str, task: str | None, *, keys: set[str] | None = None
+) -> tuple[dict[str, Counter[str]], ScoreTable]:
+    """model → counts of the labels a classifier ``metric`` gave for ``task`` (its first task
+    when ``None``), from ``details["labels"]`` of its ``ok`` scores; and the NODATA/ERROR
+    tallies. Every epoch's label counts."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    table = ScoreTable()
+    for row in rows:
+        score = row["scores"].get(metric)
+        if score is None or (keys is not None and row["key"] not in keys):
+            continue
+        found = (score.get("details") or {}).get("labels")
+        labels: dict[str, Any] = found if isinstance(found, dict) else {}
+        usable = score["status"] == "ok" and bool(labels)
+        key = (task or next(iter(labels))) if usable else None
+        if score["status"] == "error":
+            table.errors[row["model"]] += 1
+            table.first_error.setdefault(row["model"], score["reason"])
+        elif key is None or key not in labels:
+            table.nodata[row["model"]] += 1
+        else:
+            counts[row["model"]][str(labels[key])] += 1
+    return counts, table
+
+
+def _shares(counts: Mapping[str, int]) -> str:
+    total = sum(counts.values()) or 1
+    return "{" + ", ".join(f"{k}: {v} ({v / total:.0%})" for k, v in counts.items()) + "}"
+
+
+def distribution_row(
+    spec: MetricSpec, counts: Mapping[str, Counter[str]], *, clause: str, slice_: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One verdict row for a label distribution: candidate vs baseline, chi-square (or G)
+    test of homogeneity. FAIL when p < alpha and Cramér's V exceeds the margin."""
+    from gatekeeper import stats
+
+    label = spec.name + (f"[{slice_['field']}={slice_['value']}]" if slice_ else "")
+    base, cand = counts.get("baseline", Counter()), counts.get("candidate", Counter())
+    row: dict[str, Any] = {
+        "name": spec.name, "metric": spec.metric, "slice": slice_, "clause": clause, "direction": None,
+        "hypothesis": "homogeneity", "margin": spec.margin, "alpha": spec.alpha, "sides": "two",
+        "ci_method": spec.test, "critical": spec.critical, "n": min(sum(base.values()), sum(cand.values())),
+        "baseline": None, "candidate": None, "delta": None, "ci_low": None, "ci_high": None,
+        "verdict": "NODATA", "reason": "", "power": None, "guardrail": None, "comparison": None,
+        "task": spec.task, "distribution": None,
+    }
+    missing = [m for m, c in (("baseline", base), ("candidate", cand)) if not c]
+    if missing:
+        row["reason"] = f"{label}: no labels from the {' and the '.join(missing)} for metric {spec.metric!r}"
+        return row
+    result = stats.label_distribution_test(base, cand, test=spec.test)
+    row["distribution"] = result
+    name = "chi-square" if spec.test == "chi_square" else "G"
+    numbers = (
+        f"labels{f' of task {spec.task!r}' if spec.task else ''}: baseline {_shares(result['baseline'])} vs "
+        f"candidate {_shares(result['candidate'])}; {name} = {result['statistic']:.2f}, dof {result['dof']}, "
+        f"p = {result['p_value']:.4g}, Cramér's V {result['cramers_v']:.3f}"
+    )
+    shifted = result["p_value"] < spec.alpha
+    if shifted and result["cramers_v"] > spec.margin:
+        verdict, why = "FAIL", f"p < alpha {spec.alpha:g}: the candidate's label distribution shifted"
+    elif shifted:
+        verdict, why = "PASS", f"p < alpha {spec.alpha:g} but V ≤ margin {spec.margin:g}: a negligible shift"
+    else:
+        verdict, why = "PASS", f"p ≥ alpha {spec.alpha:g}: no shift shown"
+        if spec.min_n is not None and row["n"] < spec.min_n:
+            verdict, why = "INCONCLUSIVE", f"{why}, but n = {row['n']} is below min_n {spec.min_n}"
+    if result["low_expected_share"] > 0.2:
+        why += f"; {result['low_expected_share']:.0%} of the cells expect fewer than 5 (the test is approximate)"
+    row["verdict"] = verdict
+    row["reason"] = f"{label}: {numbers}; {why} → {verdict}"
+    return row
+
+
+def evaluate_distribution(
+    spec: MetricSpec, rows: list[Mapping[str, Any]], case_index: Mapping[str, Any], *, clause: str, gate: Any,
+) -> list[dict[str, Any]]:
+    """A ``measure: distribution`` metric, overall and per declared slice."""
+    counts, table = label_counts(rows, spec.metric, spec.task)
+    row = distribution_row(spec, counts, clause=clause)
+    errors, nodata = sum(table.errors.values()), sum(table.nodata.values())
+    n_cases = sum(sum(c.values()) for c in counts.values()) + errors + nodata
+    row.update(nodata=nodata, errors=errors)
+    if n_cases == 0:
+        row["reason"] = f"{spec.name}: no case in the run has the metric {spec.metric!r}"
+    elif errors:
+        row["verdict"] = "ERROR"
+        example = next(iter(table.first_error.values()))
+        row["reason"] = f"{spec.name}: {errors} score(s) could not be computed (e.g. {example})"
+    elif nodata > gate.nodata_limit(n_cases):
+        row["verdict"] = "NODATA"
+        row["reason"] = (f"{spec.name}: {nodata} NODATA score(s) of {n_cases} exceed gate.max_nodata "
+                         f"({gate.nodata_limit(n_cases)})")
+    out = [row]
+    for field_name in spec.slices:
+        groups: dict[str, set[str]] = defaultdict(set)
+        for key, entry in case_index.items():
+            value = entry["slices"].get(field_name)
+            if value is not None:
+                groups[value].add(key)
+        for value, keys in sorted(groups.items()):
+            sl = {"field": field_name, "value": value}
+            srow = distribution_row(spec, label_counts(rows, spec.metric, spec.task, keys=keys)[0],
+                                    clause=f"{clause}.slices[{field_name}={value}]", slice_=sl)
+            if srow["n"] < spec.min_slice_n and srow["verdict"] != "NODATA":
+                srow.update(verdict="NODATA", reason=(
+                    f"{spec.name}[{field_name}={value}]: n = {srow['n']} is below min_slice_n {spec.min_slice_n}"))
+            out.append(srow)
     return out
 
 

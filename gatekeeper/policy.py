@@ -52,7 +52,7 @@ ModificationType = Literal[
     "decoding_params_change",
 ]
 Direction = Literal["higher", "lower"]
-Hypothesis = Literal["non_inferiority", "superiority", "equivalence", "guardrail_only"]
+Hypothesis = Literal["non_inferiority", "superiority", "equivalence", "guardrail_only", "homogeneity"]
 CIMethod = Literal["bootstrap_bca", "bootstrap_percentile", "tango", "cluster", "t"]
 SignalKind = Literal["acceptance_rate", "rejection_rate", "edit_rate", "rating", "flag_rate"]
 
@@ -383,9 +383,13 @@ class MetricSpec(_Section):
 
     name: Identifier
     metric: str
-    measure: Literal["value", "passed"] = "value"
+    measure: Literal["value", "passed", "distribution"] = "value"
+    task: str | None = None
+    """For ``measure: distribution``: the classifier task whose labels are compared."""
+    test: Literal["chi_square", "g_test"] = "chi_square"
+    """For ``measure: distribution``: the test of homogeneity of the two label distributions."""
     suite: str | None = None
-    direction: Direction
+    direction: Direction | None = None
     hypothesis: Hypothesis = "non_inferiority"
     margin: Margin = Field(default=0.0, validate_default=True)
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
@@ -397,6 +401,13 @@ class MetricSpec(_Section):
     guardrail: Guardrail | None = Field(default=None, validate_default=True)
     min_n: int | None = Field(default=None, ge=1)
     power: float = Field(default=0.8, gt=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _distribution_tests_homogeneity(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("measure") == "distribution" and "hypothesis" not in data:
+            return {**data, "hypothesis": "homogeneity"}
+        return data
 
     @field_validator("hypothesis", mode="before")
     @classmethod
@@ -429,6 +440,12 @@ class MetricSpec(_Section):
                 "margin_unused",
                 "a guardrail_only metric is not compared with the baseline; remove the margin",
             )
+        if hypothesis == "homogeneity" and margin >= 1:
+            raise PydanticCustomError(
+                "margin_range",
+                "for a label distribution the margin is the smallest Cramér's V that counts as a "
+                "shift: a number from 0 (any significant shift) to below 1",
+            )
         return margin
 
     @field_validator("guardrail")
@@ -442,6 +459,36 @@ class MetricSpec(_Section):
                 "hypothesis guardrail_only needs a guardrail: {max: ...} and/or {min: ...}",
             )
         return guardrail
+
+    @model_validator(mode="after")
+    def _measure_fits_hypothesis(self) -> MetricSpec:
+        distribution = self.measure == "distribution"
+        if distribution != (self.hypothesis == "homogeneity"):
+            raise PydanticCustomError(
+                "distribution_hypothesis",
+                "measure: distribution compares label distributions (hypothesis homogeneity, the "
+                "default); hypothesis homogeneity needs measure: distribution",
+            )
+        if distribution and self.guardrail is not None:
+            raise PydanticCustomError(
+                "guardrail_unused", "a label distribution has no mean to guard; remove the guardrail"
+            )
+        if not distribution:
+            if self.direction is None:
+                raise PydanticCustomError(
+                    "direction_required", "direction is required: 'higher' or 'lower' (which way is better)"
+                )
+            for name in ("task", "test"):
+                if name in self.model_fields_set:
+                    raise PydanticCustomError(
+                        "distribution_only", "{field} is only for measure: distribution", {"field": name}
+                    )
+        return self
+
+    @property
+    def better(self) -> Direction:
+        """``direction`` of a compared metric (every metric but a distribution has one)."""
+        return self.direction or "higher"
 
 
 class PerformanceEvaluation(_Section):

@@ -757,3 +757,37 @@ def unpaired_compare(
 
 def _variance(values: np.ndarray) -> float:
     return float(values.var(ddof=1)) if values.size > 1 else 0.0
+
+
+# --------------------------------------------------------------------------- label distributions
+
+
+def label_distribution_test(
+    baseline: Mapping[str, int], candidate: Mapping[str, int], *, test: str = "chi_square"
+) -> dict[str, Any]:
+    """Chi-square (or G) test of homogeneity of two label distributions (2 × L table).
+
+    Returns the counts, the statistic, degrees of freedom, p-value, Cramér's V (the effect
+    size: 0 same shares, 1 disjoint labels) and the share of cells whose expected count is
+    below 5, where the chi-square approximation is rough. One label in all: p = 1.
+    """
+    labels = sorted(set(baseline) | set(candidate))
+    table = np.array([[baseline.get(lab, 0) for lab in labels], [candidate.get(lab, 0) for lab in labels]])
+    n = int(table.sum())
+    out: dict[str, Any] = {
+        "test": test, "labels": labels,
+        "baseline": {lab: int(baseline.get(lab, 0)) for lab in labels},
+        "candidate": {lab: int(candidate.get(lab, 0)) for lab in labels},
+        "n_baseline": int(table[0].sum()), "n_candidate": int(table[1].sum()),
+    }
+    if len(labels) < 2 or 0 in table.sum(axis=1):
+        return {**out, "statistic": 0.0, "dof": 0, "p_value": 1.0, "cramers_v": 0.0, "low_expected_share": 0.0}
+    statistic, p_value, dof, expected = stats.chi2_contingency(
+        table, lambda_="log-likelihood" if test == "g_test" else None
+    )
+    return {
+        **out,
+        "statistic": float(statistic), "dof": int(dof), "p_value": float(p_value),
+        "cramers_v": math.sqrt(float(statistic) / n),  # min(rows, columns) - 1 = 1
+        "low_expected_share": float((expected < 5).mean()),
+    }
