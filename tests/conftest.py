@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if str(REPO) not in sys.path:  # tests.fakes, whichever way pytest was started
+    sys.path.insert(0, str(REPO))
+
+from tests.fakes import FakeOpenAIServer  # noqa: E402
 
 SUITE = """
 suite: mini
@@ -73,3 +79,10 @@ def mini(project: Project) -> Project:
     project.write("suites/mini.yaml", SUITE)
     project.write_jsonl("good.jsonl", recording(GOOD))
     return project
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAIServer]:
+    """A started local fake of the OpenAI API (tests/fakes/openai_server.py); stopped after."""
+    with FakeOpenAIServer() as server:
+        yield server
