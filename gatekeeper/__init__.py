@@ -40,8 +40,11 @@ from gatekeeper.types import (
 hookimpl = pluggy.HookimplMarker("gatekeeper")
 """Decorator for hook implementations: ``@hookimpl def gatekeeper_register_models(...)``."""
 
-PLUGIN_API_VERSION = 1
-"""Bumped when a hook or interface changes incompatibly."""
+PLUGIN_API_VERSION = "1.0"
+"""The plugin API this gatekeeper provides: the major number is bumped when a hook or an
+interface changes incompatibly, the minor one when something is added. A plugin declares
+what it supports with a module attribute ``gatekeeper_api = ">=1.0,<2"``; a plugin whose
+range excludes this version is refused at start-up, by name (exit code 4)."""
 
 __all__ = [
     "PLUGIN_API_VERSION",

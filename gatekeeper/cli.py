@@ -73,16 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     from gatekeeper.config import load_config
-    from gatekeeper.plugins import TRACE_ENV, PluginHost
+    from gatekeeper.plugins import PluginHost
     from gatekeeper.session import Session
 
     pre, _ = _global_parser(add_help=False).parse_known_args(argv)
     blocked = [p[3:] for p in pre.plugins if p.startswith("no:")]
     extra = [p for p in pre.plugins if not p.startswith("no:")]
     config = load_config(pre.config)
-    host = PluginHost(config, blocked=blocked, extra=extra)
-    if pre.trace_plugins or os.environ.get(TRACE_ENV):
-        host.enable_tracing()
+    host = PluginHost(config, blocked=blocked, extra=extra, trace=pre.trace_plugins or None)
 
     parser = _global_parser(add_help=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -11,8 +11,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +28,8 @@ ENTRY_POINT_GROUP = "gatekeeper"
 DISABLE_AUTOLOAD_ENV = "GATEKEEPER_DISABLE_PLUGIN_AUTOLOAD"
 TRACE_ENV = "GATEKEEPER_TRACE_PLUGINS"
 LOCAL_PLUGIN_FILE = "gatekeeper_plugins.py"
+API_ATTRIBUTE = "gatekeeper_api"
+"""A plugin module may set ``gatekeeper_api = ">=1,<2"``: the plugin API versions it supports."""
 
 # Short name → module. The short name is what `-p no:NAME` blocks.
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
@@ -55,6 +56,44 @@ class PluginInfo:
     version: str = ""
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
+    api: str = ""
+    """the plugin API versions the plugin declares it supports (``gatekeeper_api``)"""
+
+
+class IncompatiblePlugin(PluginError):
+    """A plugin needs a plugin API version this gatekeeper does not provide. Exit code 4:
+    the installation, not the run, is at fault, and ``-p no:NAME`` or an upgrade fixes it."""
+
+    exit_code = 4
+
+
+def check_api_version(name: str, plugin: object) -> str:
+    """The plugin's declared ``gatekeeper_api`` specifier ("" when it declares none).
+
+    Raises :class:`IncompatiblePlugin` naming the plugin, what it needs and what this
+    gatekeeper provides when :data:`gatekeeper.PLUGIN_API_VERSION` is outside it.
+    """
+    from gatekeeper import PLUGIN_API_VERSION
+
+    declared = getattr(plugin, API_ATTRIBUTE, None)
+    if declared is None:
+        return ""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        wanted = SpecifierSet(str(declared)) if isinstance(declared, str) else None
+    except InvalidSpecifier:
+        wanted = None
+    if wanted is None:
+        raise IncompatiblePlugin(name, f"{API_ATTRIBUTE} = {declared!r} is not a version specifier "
+                                       f"such as '>=1,<2' (skip the plugin with -p no:{name})")
+    if not wanted.contains(PLUGIN_API_VERSION, prereleases=True):
+        raise IncompatiblePlugin(
+            name, f"needs gatekeeper plugin API {declared}, but gatekeeper {_gatekeeper_version()} "
+            f"provides plugin API {PLUGIN_API_VERSION}; install a version of the plugin made for "
+            f"API {PLUGIN_API_VERSION} (or a gatekeeper that provides {declared}), or skip it with -p no:{name}"
+        )
+    return str(declared)
 
 
 def _gatekeeper_version() -> str:
@@ -67,7 +106,9 @@ def _gatekeeper_version() -> str:
 class PluginHost:
     """Owns the pluggy manager and the registries filled by the register hooks."""
 
-    def __init__(self, config: Config, *, blocked: Iterable[str] = (), extra: Iterable[str] = ()):
+    def __init__(
+        self, config: Config, *, blocked: Iterable[str] = (), extra: Iterable[str] = (), trace: Any = None
+    ):
         self.config = config
         self.pm = pluggy.PluginManager("gatekeeper")
         self.pm.add_hookspecs(hookspecs)
@@ -89,6 +130,8 @@ class PluginHost:
             if module not in self.blocked:
                 self._register(module, self._import(module, module), PluginInfo(module, "option"))
         self._load_local_file(config.root / LOCAL_PLUGIN_FILE)
+        if trace or os.environ.get(TRACE_ENV):
+            self.enable_tracing(None if trace is True else trace)
         self.pm.check_pending()
         self._collect_registrations()
         self.pm.hook.gatekeeper_configure.call_historic(kwargs={"config": config})
@@ -108,6 +151,7 @@ class PluginHost:
     def _register(self, name: str, plugin: object, info: PluginInfo) -> None:
         if self.pm.is_registered(plugin) or self.pm.has_plugin(name):
             return
+        info.api = check_api_version(name, plugin)
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:
@@ -170,20 +214,15 @@ class PluginHost:
     # ----------------------------------------------------------------- tracing
 
     def enable_tracing(self, stream: Any = None) -> None:
-        """Print every hook call with its plugins and duration (``--trace-plugins``)."""
-        out = stream or sys.stderr
+        """Print every hook call with its plugins and the time each took (``--trace-plugins``).
 
-        def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-            names = ", ".join(i.plugin_name for i in impls) or "-"
-            out.write(f"[trace] {hook_name} -> {names}\n")
-            kwargs_start[hook_name] = time.perf_counter()
+        See :mod:`gatekeeper.tracing` for the format. Calling it again changes nothing.
+        """
+        if self._trace_undo is not None:
+            return
+        from gatekeeper.tracing import HookTracer
 
-        def after(outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-            took = (time.perf_counter() - kwargs_start.pop(hook_name, time.perf_counter())) * 1000
-            out.write(f"[trace] {hook_name} done in {took:.1f} ms\n")
-
-        kwargs_start: dict[str, float] = {}
-        self._trace_undo = self.pm.add_hookcall_monitoring(before, after)
+        self._trace_undo = HookTracer(stream or sys.stderr).attach(self.pm)
 
     @property
     def hook(self) -> Any:

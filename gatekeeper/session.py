@@ -48,7 +48,7 @@ class Session:
         suites: list[Suite] = []
         names: dict[str, Path] = {}
         for path in files:
-            suite = self.host.hook.gatekeeper_load_suite(path=path, config=self.config)
+            suite = self.load_suite(path)
             if suite is None:
                 continue
             if suite.name in names:
@@ -60,8 +60,6 @@ class Session:
             suites.append(suite)
         if not suites:
             raise UsageError(f"no suites found in {', '.join(map(str, paths))}")
-        for suite in suites:
-            suite.build_scorers(self.registries["evaluators"], self.registries["detectors"])
         cases = select([c for s in suites for c in s.cases], keyword, marker)
         self.host.hook.gatekeeper_collection_modifyitems(cases=cases, config=self.config)
         by_suite: dict[str, list[Any]] = {s.name: [] for s in suites}
@@ -70,6 +68,14 @@ class Session:
         for suite in suites:
             suite.cases = by_suite[suite.name]
         return [s for s in suites if s.cases]
+
+    def load_suite(self, path: Path) -> Suite | None:
+        """Load one file through the ``gatekeeper_load_suite`` hook and validate its scorers;
+        ``None`` when no plugin reads it as a suite."""
+        suite: Suite | None = self.host.hook.gatekeeper_load_suite(path=path, config=self.config)
+        if suite is not None:
+            suite.build_scorers(self.registries["evaluators"], self.registries["detectors"])
+        return suite
 
     # ----------------------------------------------------------------- models
 
@@ -107,7 +113,10 @@ class Session:
         specs: dict[str, str],
         progress: bool = True,
         extra: dict[str, Any] | None = None,
+        close_models: bool = True,
     ) -> tuple[list[CaseResult], RunStats]:
+        """Run ``models`` on the cases of ``suites``; ``close_models=False`` keeps them loaded
+        for another run (the pytest plugin runs in batches), until :meth:`close_models`."""
         cache = Cache(self.config.path(self.config.cache))
         hook = self.host.hook
         try:
@@ -127,8 +136,12 @@ class Session:
             results = runner.run([ModelRun(label, m) for label, m in models.items()], suites)
         finally:
             cache.close()
-            asyncio.run(self._close_models())
+            if close_models:
+                self.close_models()
         return results, runner.stats
+
+    def close_models(self) -> None:
+        asyncio.run(self._close_models())
 
     async def _close_models(self) -> None:
         for model in self._models.values():

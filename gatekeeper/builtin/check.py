@@ -67,96 +67,122 @@ class CheckCommand(Command):
         )
 
     def run(self, args: argparse.Namespace, session: Any) -> int:
-        from gatekeeper.approvals import record_hash
-        from gatekeeper.audit import AuditLog
-        from gatekeeper.decision import EXIT_CODES, GateInputs, Reason, decide, evaluate_metrics
-        from gatekeeper.policy import check_scope, check_sequestered, load_policy, required_approvals
-        from gatekeeper.results import identity_entry, new_run_id, run_record
+        from gatekeeper.decision import EXIT_CODES
 
-        config = session.config
-        candidate = args.candidate or config.candidate
-        baseline = args.baseline or config.baseline
-        policy_path = args.policy or (config.path(config.policy) if config.policy else None)
-        for value, flag in ((candidate, "--candidate"), (baseline, "--baseline"), (policy_path, "--policy")):
-            if not value:
-                raise UsageError(f"missing {flag} (or set it in gatekeeper.yaml)", field=flag)
-        assert policy_path is not None
-        if not policy_path.is_file():
-            raise UsageError("policy file not found", file=str(policy_path), field="--policy")
-
-        collected = session.collect(args.paths, keyword=args.keyword, marker=args.marker)
-        policy = load_policy(policy_path, suite_names=[s.name for s in collected])
-        wanted = set(policy.performance_evaluation.suites)
-        suites = [s for s in collected if s.name in wanted]
-        audit = AuditLog(config.path(config.audit_log))
-        reuse_counts = prior_uses(suites, audit)
-        reuse_violations = [
-            Reason(text.split(":", 1)[0], "DEVIATION", text)
-            for text in check_sequestered(
-                policy, {s.name: [s.hash, *s.datasets.values()] for s in suites}, reuse_counts
-            )
-        ]
-        provenance, provenance_path = find_provenance(str(candidate), args.provenance, session)
-        scope = check_scope(policy, provenance)
-
-        models: dict[str, Model] = {
-            "candidate": session.load_model(candidate), "baseline": session.load_model(baseline)
-        }
-        specs = {"candidate": str(candidate), "baseline": str(baseline)}
-        run_id = new_run_id()
-        results, stats = session.run(models, suites, run_id=run_id, specs=specs,
-                                     progress=not args.no_progress)
-        record = run_record(
-            run_id=run_id,
-            models={k: identity_entry(specs[k], m.identity) for k, m in models.items()},
-            suites=suites, results=results, stats=stats, versions=session.host.versions(),
-            selection={"paths": args.paths, "k": args.keyword, "m": args.marker},
+        record, written = run_check(
+            session, paths=args.paths, keyword=args.keyword, marker=args.marker,
+            candidate=args.candidate, baseline=args.baseline, policy_path=args.policy, out=args.out,
+            provenance=args.provenance, formats=args.formats, progress=not args.no_progress,
         )
-        metrics = evaluate_metrics(policy, record["cases"], record["case_index"])
-        error_rate = sum(1 for r in record["cases"] if r["error"]) / max(1, len(record["cases"]))
-        approvals = required_approvals(policy, [scope.modification_id] if scope.modification_id else [])
-        decision, reasons = decide(policy, metrics, GateInputs(
-            scope=scope, reuse_violations=reuse_violations, generation_error_rate=error_rate,
-            approvals_required=[f"{a.role} ({a.meaning})" for a in approvals],
-        ))
-        record.update({
-            "schema": DECISION_SCHEMA,
-            "kind": "check",
-            "decision": decision,
-            "exit_code": EXIT_CODES[decision],
-            "reasons": [vars(r) for r in reasons],
-            "metrics": metrics,
-            "policy": {
-                "id": policy.metadata.id, "title": policy.metadata.title,
-                "version": policy.metadata.version, "path": str(policy_path), "sha256": policy.hash,
-            },
-            "scope": {
-                "modification": scope.modification_id, "deviations": scope.deviations,
-                "provenance": provenance, "provenance_file": provenance_path,
-            },
-            "test_sets": {s.name: {"sha256": s.hash, "datasets": s.datasets,
-                                   "previous_uses": reuse_counts.get(s.name, 0)} for s in suites},
-            "approvals": {"required": [
-                {"role": a.role, "meaning": a.meaning, "public_keys": [str(p) for p in a.public_keys]}
-                for a in approvals
-            ]},
-        })
-        session.host.hook.gatekeeper_decision_made(record=record)
-        out = args.out or config.path(config.out)
-        written = session.write_reports(record, out, args.formats)
-        refs = {
-            "policy": policy.hash, "decision": record_hash(record),
-            **{f"suite:{s.name}": s.hash for s in suites},
-            **{f"dataset:{Path(p).name}": h for s in suites for p, h in s.datasets.items()},
-            **{f"model:{k}": m.identity.digest for k, m in models.items()},
-        }
-        audit.append("check", subject=run_id, refs=refs, data={
-            "decision": decision, "policy": policy.metadata.id, "candidate": specs["candidate"],
-            "baseline": specs["baseline"], "out": str(out),
-        })
         print_decision(session, record)
         session.echo("wrote " + ", ".join(str(p) for p in written))
-        return EXIT_CODES[decision]
+        return int(EXIT_CODES[record["decision"]])
+
+
+def run_check(
+    session: Any, *, paths: list[str] | None = None, keyword: str | None = None, marker: str | None = None,
+    candidate: str | dict[str, Any] | None = None, baseline: str | dict[str, Any] | None = None,
+    policy_path: Path | None = None,
+    out: Path | None = None, provenance: Path | None = None, formats: list[str] | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], list[Path]]:
+    """The whole gate, shared by ``gatekeeper check`` and ``pytest --gatekeeper-check``.
+
+    Collects, runs candidate and baseline, decides, writes the reports and the audit
+    record; returns the decision record and the report files written. ``None`` arguments
+    fall back to the configuration.
+    """
+    from gatekeeper.approvals import record_hash
+    from gatekeeper.audit import AuditLog
+    from gatekeeper.decision import EXIT_CODES, GateInputs, Reason, decide, evaluate_metrics
+    from gatekeeper.policy import check_scope, check_sequestered, load_policy, required_approvals
+    from gatekeeper.reports.context import policy_content, with_attestations
+    from gatekeeper.results import identity_entry, new_run_id, run_record
+
+    config = session.config
+    candidate = candidate or config.candidate
+    baseline = baseline or config.baseline
+    policy_path = policy_path or (config.path(config.policy) if config.policy else None)
+    for value, flag in ((candidate, "--candidate"), (baseline, "--baseline"), (policy_path, "--policy")):
+        if not value:
+            raise UsageError(f"missing {flag} (or set it in gatekeeper.yaml)", field=flag)
+    assert policy_path is not None
+    if not policy_path.is_file():
+        raise UsageError("policy file not found", file=str(policy_path), field="--policy")
+
+    collected = session.collect(paths, keyword=keyword, marker=marker)
+    policy = load_policy(policy_path, suite_names=[s.name for s in collected])
+    wanted = set(policy.performance_evaluation.suites)
+    suites = [s for s in collected if s.name in wanted]
+    audit = AuditLog(config.path(config.audit_log))
+    reuse_counts = prior_uses(suites, audit)
+    reuse_violations = [
+        Reason(text.split(":", 1)[0], "DEVIATION", text)
+        for text in check_sequestered(
+            policy, {s.name: [s.hash, *s.datasets.values()] for s in suites}, reuse_counts
+        )
+    ]
+    provenance_record, provenance_path = find_provenance(str(candidate), provenance, session)
+    scope = check_scope(policy, provenance_record)
+
+    models: dict[str, Model] = {
+        "candidate": session.load_model(candidate), "baseline": session.load_model(baseline)
+    }
+    specs = {"candidate": str(candidate), "baseline": str(baseline)}
+    run_id = new_run_id()
+    results, stats = session.run(models, suites, run_id=run_id, specs=specs,
+                                 progress=progress)
+    record = run_record(
+        run_id=run_id,
+        models={k: identity_entry(specs[k], m.identity) for k, m in models.items()},
+        suites=suites, results=results, stats=stats, versions=session.host.versions(),
+        selection={"paths": paths, "k": keyword, "m": marker},
+    )
+    metrics = evaluate_metrics(policy, record["cases"], record["case_index"])
+    error_rate = sum(1 for r in record["cases"] if r["error"]) / max(1, len(record["cases"]))
+    approvals = required_approvals(policy, [scope.modification_id] if scope.modification_id else [])
+    decision, reasons = decide(policy, metrics, GateInputs(
+        scope=scope, reuse_violations=reuse_violations, generation_error_rate=error_rate,
+        approvals_required=[f"{a.role} ({a.meaning})" for a in approvals],
+    ))
+    record.update({
+        "schema": DECISION_SCHEMA,
+        "kind": "check",
+        "decision": decision,
+        "exit_code": EXIT_CODES[decision],
+        "reasons": [vars(r) for r in reasons],
+        "metrics": metrics,
+        "policy": {
+            "id": policy.metadata.id, "title": policy.metadata.title,
+            "version": policy.metadata.version, "path": str(policy_path), "sha256": policy.hash,
+            "pccp": policy_content(policy),
+        },
+        "scope": {
+            "modification": scope.modification_id, "deviations": scope.deviations,
+            "provenance": provenance_record, "provenance_file": provenance_path,
+        },
+        "test_sets": {s.name: {"sha256": s.hash, "datasets": s.datasets,
+                               "previous_uses": reuse_counts.get(s.name, 0)} for s in suites},
+        "approvals": {"required": [
+            {"role": a.role, "meaning": a.meaning, "public_keys": [str(p) for p in a.public_keys]}
+            for a in approvals
+        ]},
+    })
+    session.host.hook.gatekeeper_decision_made(record=record)
+    out = out or config.path(config.out)
+    refs = {
+        "policy": policy.hash, "decision": record_hash(record),
+        **{f"suite:{s.name}": s.hash for s in suites},
+        **{f"dataset:{Path(p).name}": h for s in suites for p, h in s.datasets.items()},
+        **{f"model:{k}": m.identity.digest for k, m in models.items()},
+    }
+    audit.append("check", subject=run_id, refs=refs, data={
+        "decision": decision, "policy": policy.metadata.id, "candidate": specs["candidate"],
+        "baseline": specs["baseline"], "out": str(out),
+    })
+    # After the audit record, so the reports can show it; approvals cannot exist yet.
+    written = session.write_reports(with_attestations(record, run_dir=None, audit_log=audit.path), out, formats)
+    return record, written
 
 
 def print_decision(session: Any, record: dict[str, Any]) -> None:
