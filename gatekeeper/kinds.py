@@ -36,6 +36,7 @@ from gatekeeper.types import (
     ModelSpec,
     Score,
     Span,
+    UsageError,
 )
 
 if TYPE_CHECKING:
@@ -282,19 +283,86 @@ class Tuner:
         raise NotImplementedError
 
 
+class Unset:
+    """The type of :data:`UNSET`: "no expectation" for :meth:`DeployTarget.set_alias`."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
+
+
 class DeployTarget:
-    """Where promoted models live: a registry with versions, aliases and stages."""
+    """Where promoted models live: a registry of versions, aliases with a traffic share and a
+    stage, and the full history of changes (``gatekeeper promote``, ``rollback``, ``monitor``).
+
+    A target is built with the project configuration and an optional ``location`` (a
+    directory, a tracking URI) from ``--registry`` or the config. Versions are strings the
+    target chooses (``"1"``, ``"2"`` ...); production telemetry names them as
+    ``model_version``. Every change appends one event to :meth:`history`, a dict with
+    ``seq``, ``time``, ``actor``, ``action`` (``register``, ``alias``, ``remove_alias``,
+    ``rollback``, ``monitor``), ``model`` and what the action concerns (``version``,
+    ``alias``, ``previous``, ``traffic``, ``stage``, ``reason``, ``data``).
+
+    ``expected`` makes a change conditional (optimistic concurrency): the alias must still
+    point at that version (``None``: must be unset), else :class:`RegistryConflict` is
+    raised and nothing changes. Implementations make each change atomic and safe against
+    concurrent writers.
+    """
 
     name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Config, location: str | None = None) -> None:
+        self.config = config
+        self.location = location
 
     def register_version(self, model: str, spec: str, provenance: dict[str, Any]) -> str:
+        """Add a version of ``model`` served by ``spec``; return its new version id."""
         raise NotImplementedError
 
-    def set_alias(self, model: str, alias: str, version: str, *, traffic: float = 1.0) -> None:
+    def set_alias(
+        self, model: str, alias: str, version: str, *, traffic: float = 1.0, stage: str | None = None,
+        expected: str | Unset | None = UNSET, reason: str = "",
+    ) -> None:
+        """Point ``alias`` at ``version`` with a traffic share and stage name."""
+        raise NotImplementedError
+
+    def remove_alias(self, model: str, alias: str, *, expected: str | Unset | None = UNSET,
+                     reason: str = "") -> None:
+        """Delete ``alias`` (its traffic returns to the other aliases)."""
         raise NotImplementedError
 
     def get_alias(self, model: str, alias: str) -> str | None:
+        """The version ``alias`` points at, or ``None``."""
+        info = self.aliases(model).get(alias)
+        return None if info is None else str(info["version"])
+
+    def aliases(self, model: str) -> dict[str, dict[str, Any]]:
+        """Alias → ``{"version", "traffic", "stage", "since"}``."""
+        raise NotImplementedError
+
+    def versions(self, model: str) -> dict[str, dict[str, Any]]:
+        """Version id → ``{"spec", "provenance", "created"}``."""
         raise NotImplementedError
 
     def history(self, model: str) -> list[dict[str, Any]]:
+        """Every change to ``model``, oldest first."""
         raise NotImplementedError
+
+    def record_event(self, model: str, action: str, **fields: Any) -> dict[str, Any]:
+        """Append an event that changes nothing else (e.g. a ``monitor`` result)."""
+        raise NotImplementedError
+
+    def rollback(self, model: str, alias: str, *, to: str | None = None, reason: str) -> str | None:
+        """Restore ``alias`` to the version it pointed at before its current one (or ``to``).
+
+        An alias that pointed at nothing before (a canary) is removed. Returns the version
+        the alias now points at (``None``: removed). Recorded as one ``rollback`` event.
+        """
+        raise NotImplementedError
+
+
+class RegistryConflict(UsageError):
+    """The registry changed under a command (another promotion won); nothing was written."""

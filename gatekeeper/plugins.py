@@ -41,6 +41,9 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("commands", "gatekeeper.builtin.commands"),
     ("check", "gatekeeper.builtin.check"),
     ("audit_commands", "gatekeeper.builtin.audit_commands"),
+    ("local_registry", "gatekeeper.builtin.local_registry"),
+    ("deploy_commands", "gatekeeper.builtin.deploy_commands"),
+    ("loop", "gatekeeper.builtin.loop"),
     ("signal_sources", "gatekeeper.builtin.signal_sources"),
     ("signals_commands", "gatekeeper.builtin.signals_commands"),
 )
