@@ -87,7 +87,7 @@ def test_unknown_model_version_and_bad_traffic_are_usage_errors(registry: LocalR
     registry.register_version("m", "replay:1.jsonl", {})
     with pytest.raises(UsageError, match="has no version '7'"):
         registry.set_alias("m", "production", "7")
-    with pytest.raises(UsageError, match="traffic 1.5 is outside 0..1"):
+    with pytest.raises(UsageError, match=r"traffic 1\.5 is outside 0\.\.1"):
         registry.set_alias("m", "candidate", "1", traffic=1.5)
 
 
