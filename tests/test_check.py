@@ -210,7 +210,7 @@ def test_decision_record_reports_and_audit_trail(project: Project) -> None:
     assert names == ["facts", "facts[topic=a]", "facts[topic=b]", "facts[topic=c]"]
     summary = (project.path / "out/summary.md").read_text()
     assert summary.startswith("# ✅ gatekeeper: **PROMOTE**")
-    assert "| facts | all | 120 | 0.767 | 0.850 | 0.083 |" in summary
+    assert "| **facts** | 120 | 0.767 | 0.850 | +0.083 [" in summary
 
     verify = project.run("audit", "verify")
     assert verify.exit_code == 0 and "audit trail OK: 1 records" in verify.stdout

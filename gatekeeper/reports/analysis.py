@@ -1,0 +1,444 @@
+"""What the HTML report shows, computed from the record alone.
+
+Everything here returns plain data (numbers, short strings, lists of text segments); the
+templates turn it into markup, so every piece of text from a model, a case or a plugin
+goes through jinja2's autoescaping. Nothing here builds HTML.
+
+Lists are capped (worst regressions, findings, failures) so a report for a suite of
+thousands of cases stays a few megabytes; the caps are stated in the report.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gatekeeper.decision import score_table
+
+WORST_PER_METRIC = 5
+FINDINGS_PER_MODEL = 30
+FAILURES_PER_METRIC = 10
+MAX_TEXT = 4000
+"""Characters of an output, question or reference shown; the record holds the rest."""
+MAX_CONTEXT = 6000
+HISTOGRAM_BINS = 10
+
+_TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
+
+
+def clip(text: Any, limit: int = MAX_TEXT) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- text segments
+
+
+@dataclass
+class Segment:
+    """A run of text and how to show it: ``equal``, ``del``, ``ins`` or ``mark``."""
+
+    text: str
+    op: str = "equal"
+    note: str = ""
+
+
+def word_diff(before: str, after: str) -> tuple[list[Segment], list[Segment]]:
+    """Both sides of a word-level diff: ``before`` with deletions, ``after`` with insertions."""
+    a, b = _TOKEN.findall(before), _TOKEN.findall(after)
+    left: list[Segment] = []
+    right: list[Segment] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            left.append(Segment("".join(a[i1:i2])))
+            right.append(Segment("".join(b[j1:j2])))
+            continue
+        if i2 > i1:
+            left.append(Segment("".join(a[i1:i2]), "del"))
+        if j2 > j1:
+            right.append(Segment("".join(b[j1:j2]), "ins"))
+    return _merge(left), _merge(right)
+
+
+def _merge(segments: list[Segment]) -> list[Segment]:
+    out: list[Segment] = []
+    for seg in segments:
+        if out and out[-1].op == seg.op and out[-1].note == seg.note:
+            out[-1].text += seg.text
+        else:
+            out.append(seg)
+    return out
+
+
+def mark_spans(text: str, spans: Sequence[Mapping[str, Any]]) -> list[Segment]:
+    """``text`` cut into plain and flagged segments at the detector's ``[start, end)`` spans.
+
+    Overlapping or out-of-range spans are clipped, never trusted to be well formed.
+    """
+    out: list[Segment] = []
+    pos = 0
+    for span in sorted(spans, key=lambda s: (int(s.get("start", 0)), int(s.get("end", 0)))):
+        start = max(pos, min(len(text), int(span.get("start", 0))))
+        end = max(start, min(len(text), int(span.get("end", 0))))
+        if end == start:
+            continue
+        if start > pos:
+            out.append(Segment(text[pos:start]))
+        note = str(span.get("reason") or span.get("kind") or "unsupported")
+        out.append(Segment(text[start:end], "mark", note))
+        pos = end
+    if pos < len(text):
+        out.append(Segment(text[pos:]))
+    return out
+
+
+# --------------------------------------------------------------------------- forest plots
+
+
+@dataclass
+class ForestRow:
+    label: str
+    verdict: str
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    bounds: list[float]
+    y: float = 0.0
+    x: float | None = None
+    x_low: float | None = None
+    x_high: float | None = None
+    x_bounds: list[float] = field(default_factory=list)
+    critical: bool = False
+    indent: bool = False
+
+
+@dataclass
+class Forest:
+    rows: list[ForestRow]
+    width: int
+    height: int
+    left: int
+    plot_width: int
+    x_zero: float
+    ticks: list[tuple[float, str]]
+
+
+def decision_bounds(hypothesis: str | None, margin: float | None, direction: str | None) -> list[float]:
+    """Where the policy's hypothesis draws its line(s) on the Δ axis."""
+    m = float(margin or 0.0)
+    sign = 1.0 if direction != "lower" else -1.0
+    if hypothesis == "non_inferiority":
+        return [-sign * m]
+    if hypothesis == "superiority":
+        return [sign * m]
+    if hypothesis == "equivalence":
+        return [-m, m]
+    return []
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    span = hi - lo or 1.0
+    raw = span / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(lo / step) * step
+    ticks = []
+    value = first
+    while value <= hi + 1e-12:
+        ticks.append(round(value, 10))
+        value += step
+    return ticks
+
+
+def forest(rows: Sequence[Mapping[str, Any]], *, label_width: int = 230, plot_width: int = 520,
+           row_height: int = 28, slices: bool = False) -> Forest | None:
+    """Geometry of a forest plot of metric rows: Δ with its interval and the policy's bound(s)."""
+    items: list[ForestRow] = []
+    for m in rows:
+        label = m["name"] if not m.get("slice") else (
+            f"{m['slice']['field']}={m['slice']['value']}" if slices else f"{m['name']} [{m['slice']['value']}]")
+        items.append(ForestRow(
+            label=label, verdict=m["verdict"], delta=m.get("delta"), ci_low=m.get("ci_low"),
+            ci_high=m.get("ci_high"), critical=bool(m.get("critical")), indent=bool(m.get("slice")),
+            bounds=decision_bounds(m.get("hypothesis"), m.get("margin"), m.get("direction")),
+        ))
+    values = [0.0] + [v for r in items for v in (r.delta, r.ci_low, r.ci_high, *r.bounds) if v is not None]
+    if not items:
+        return None
+    lo, hi = min(values), max(values)
+    pad = max((hi - lo) * 0.08, 0.01)
+    lo, hi = lo - pad, hi + pad
+
+    def x(v: float) -> float:
+        return round(label_width + (v - lo) / (hi - lo) * plot_width, 2)
+
+    top = 12
+    for i, r in enumerate(items):
+        r.y = top + i * row_height + row_height / 2
+        r.x = x(r.delta) if r.delta is not None else None
+        r.x_low = x(r.ci_low) if r.ci_low is not None else None
+        r.x_high = x(r.ci_high) if r.ci_high is not None else None
+        r.x_bounds = [x(b) for b in r.bounds]
+    ticks = [(x(t), f"{t:+.2f}" if t else "0") for t in nice_ticks(lo, hi)]
+    height = top + len(items) * row_height + 34
+    return Forest(items, label_width + plot_width + 90, height, label_width, plot_width, x(0.0), ticks)
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+@dataclass
+class Histogram:
+    metric: str
+    models: list[str]
+    bars: list[dict[str, Any]]
+    ticks: list[tuple[float, str]]
+    max_count: int
+    means: dict[str, float | None]
+    counts: dict[str, int]
+    width: int = 360
+    height: int = 150
+
+
+def _bins(values: Iterable[float]) -> tuple[float, float, int]:
+    vals = list(values)
+    lo, hi = min(vals), max(vals)
+    if lo >= 0.0 and hi <= 1.0:
+        distinct = set(vals)
+        if distinct <= {0.0, 1.0}:
+            return 0.0, 1.0, 2
+        return 0.0, 1.0, HISTOGRAM_BINS
+    if hi == lo:
+        hi = lo + 1.0
+    return lo, hi, HISTOGRAM_BINS
+
+
+def histograms(record: Mapping[str, Any], metrics: Iterable[str]) -> list[Histogram]:
+    """Per metric, the distribution of each model's scores in shared bins (for small SVGs)."""
+    rows = record.get("cases") or []
+    out: list[Histogram] = []
+    for metric in metrics:
+        per_model: dict[str, list[float]] = {}
+        for row in rows:
+            score = row["scores"].get(metric)
+            if score and score.get("value") is not None and score.get("status") != "error":
+                per_model.setdefault(row["model"], []).append(float(score["value"]))
+        if not per_model:
+            continue
+        models = _ordered_models(per_model)
+        lo, hi, nbins = _bins(v for vals in per_model.values() for v in vals)
+        width = (hi - lo) / nbins
+        counts = {m: [0] * nbins for m in models}
+        for m in models:
+            for v in per_model[m]:
+                counts[m][min(nbins - 1, max(0, int((v - lo) / width)))] += 1
+        max_count = max(max(c) for c in counts.values()) or 1
+        out.append(_histogram_geometry(metric, models, counts, lo, hi, nbins, max_count, per_model))
+    return out
+
+
+def _ordered_models(per_model: Mapping[str, Any]) -> list[str]:
+    preferred = [m for m in ("baseline", "candidate") if m in per_model]
+    return preferred + sorted(m for m in per_model if m not in preferred)
+
+
+def _histogram_geometry(metric: str, models: list[str], counts: dict[str, list[int]], lo: float, hi: float,
+                        nbins: int, max_count: int, per_model: Mapping[str, list[float]]) -> Histogram:
+    left, plot_w, plot_h, top = 34, 310, 100, 8
+    slot = plot_w / nbins
+    bar_w = (slot - 4) / len(models)
+    bars = []
+    for b in range(nbins):
+        for k, m in enumerate(models):
+            h = counts[m][b] / max_count * plot_h
+            bars.append({
+                "model": m, "index": k, "count": counts[m][b], "x": round(left + b * slot + 2 + k * bar_w, 2),
+                "y": round(top + plot_h - h, 2), "w": round(bar_w, 2), "h": round(h, 2),
+                "range": f"{lo + b * (hi - lo) / nbins:.2f}–{lo + (b + 1) * (hi - lo) / nbins:.2f}",
+            })
+    if nbins == 2:
+        ticks = [(left + slot / 2, "0"), (left + slot * 1.5, "1")]
+    else:
+        ticks = [(round(left + i * plot_w / 5, 2), f"{lo + i * (hi - lo) / 5:.2g}") for i in range(6)]
+    means = {m: (sum(v) / len(v) if v else None) for m, v in per_model.items()}
+    return Histogram(metric, models, bars, ticks, max_count, means, {m: len(per_model[m]) for m in models})
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def _question(case: Mapping[str, Any]) -> str:
+    """The last user message, with the case's context (shown on its own) folded out of it."""
+    users = [m["content"] for m in case.get("messages") or [] if m.get("role") == "user"]
+    text = str(users[-1]) if users else ""
+    context = case.get("context")
+    if context and len(context) > 80 and context in text:
+        text = text.replace(context, "[… the context, shown below …]")
+    return text
+
+
+def _outputs(record: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """(case key, model) → the first epoch's row."""
+    out: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for row in record.get("cases") or []:
+        out.setdefault((row["key"], row["model"]), row)
+    return out
+
+
+def _metric_specs(record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    pccp = record.get("policy", {}).get("pccp") or {}
+    return {m["name"]: m for m in pccp.get("performance_evaluation", {}).get("metrics", [])}
+
+
+def worst_regressions(record: Mapping[str, Any], limit: int = WORST_PER_METRIC) -> list[dict[str, Any]]:
+    """Per policy metric, the cases where the candidate lost most against the baseline."""
+    index = record.get("case_index") or {}
+    rows = record.get("cases") or []
+    outputs = _outputs(record)
+    specs = _metric_specs(record)
+    out: list[dict[str, Any]] = []
+    for m in record.get("metrics") or []:
+        if m.get("slice"):
+            continue
+        spec = specs.get(m["name"], {})
+        table = score_table(rows, m["metric"], index, spec.get("suite"), spec.get("measure", "value"))
+        base = _epoch_means(table.values.get("baseline", {}))
+        cand = _epoch_means(table.values.get("candidate", {}))
+        sign = -1.0 if m.get("direction") == "lower" else 1.0
+        losses = sorted(
+            ((sign * (cand[k] - base[k]), k) for k in base.keys() & cand.keys() if sign * (cand[k] - base[k]) < 0),
+            key=lambda t: (t[0], t[1]),
+        )
+        cases = [_regression(index[k], k, base[k], cand[k], outputs, m["metric"]) for _, k in losses[:limit]]
+        out.append({"metric": m["name"], "direction": m.get("direction"), "count": len(losses),
+                    "paired": len(base.keys() & cand.keys()), "cases": cases})
+    return out
+
+
+def _epoch_means(values: Mapping[str, list[float]]) -> dict[str, float]:
+    return {k: sum(v) / len(v) for k, v in values.items() if v}
+
+
+def _regression(case: Mapping[str, Any], key: str, base: float, cand: float,
+                outputs: Mapping[tuple[str, str], Mapping[str, Any]], metric: str) -> dict[str, Any]:
+    b_row, c_row = outputs.get((key, "baseline"), {}), outputs.get((key, "candidate"), {})
+    b_text, c_text = clip(b_row.get("output")), clip(c_row.get("output"))
+    left, right = word_diff(b_text, c_text)
+    return {
+        "id": case["id"], "suite": case["suite"], "key": key, "baseline": base, "candidate": cand,
+        "question": clip(_question(case)), "expected": clip(case.get("expected")),
+        "context": clip(case.get("context"), MAX_CONTEXT), "slices": case.get("slices") or {},
+        "baseline_diff": left, "candidate_diff": right,
+        "baseline_reason": clip((b_row.get("scores", {}).get(metric) or {}).get("reason"), 500),
+        "candidate_reason": clip((c_row.get("scores", {}).get(metric) or {}).get("reason"), 500),
+    }
+
+
+def detector_metrics(record: Mapping[str, Any]) -> list[str]:
+    names: list[str] = []
+    for suite in record.get("suites") or []:
+        for sc in suite.get("scorers") or []:
+            if sc.get("kind") == "detector" and sc["metric"] not in names:
+                names.append(sc["metric"])
+    return names
+
+
+def findings(record: Mapping[str, Any], limit: int = FINDINGS_PER_MODEL) -> list[dict[str, Any]]:
+    """Outputs a hallucination detector flagged, unsupported spans marked; candidate first."""
+    index = record.get("case_index") or {}
+    detectors = set(detector_metrics(record))
+    groups: dict[str, dict[str, Any]] = {}
+    for row in record.get("cases") or []:
+        for metric, score in row["scores"].items():
+            if metric not in detectors or score.get("value") is None or float(score["value"]) < 0.5:
+                continue
+            group = groups.setdefault(row["model"], {"model": row["model"], "total": 0, "entries": []})
+            group["total"] += 1
+            if len(group["entries"]) >= limit:
+                continue
+            text = clip(row.get("output"))
+            case = index.get(row["key"], {})
+            group["entries"].append({
+                "id": case.get("id", row["key"]), "suite": case.get("suite", ""), "metric": metric,
+                "epoch": row.get("epoch", 0), "segments": mark_spans(text, score.get("spans") or []),
+                "reason": clip(score.get("reason"), 500), "question": clip(_question(case), 1500),
+                "context": clip(case.get("context"), MAX_CONTEXT),
+                "support": (score.get("details") or {}).get("support"),
+            })
+    return [groups[m] for m in sorted(groups, key=lambda m: (m != "candidate", m != "baseline", m))]
+
+
+def failures(record: Mapping[str, Any], limit: int = FAILURES_PER_METRIC) -> list[dict[str, Any]]:
+    """For a run: per model and metric, the first failing outputs (for ``gatekeeper run`` reports)."""
+    index = record.get("case_index") or {}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in record.get("cases") or []:
+        for metric, score in row["scores"].items():
+            if score.get("passed") is not False and score.get("status") != "error":
+                continue
+            slot = out.setdefault((row["model"], metric), {"model": row["model"], "metric": metric,
+                                                           "total": 0, "entries": []})
+            slot["total"] += 1
+            if len(slot["entries"]) < limit:
+                case = index.get(row["key"], {})
+                slot["entries"].append({
+                    "id": case.get("id", row["key"]), "value": score.get("value"), "status": score.get("status"),
+                    "reason": clip(score.get("reason"), 500), "output": clip(row.get("output")),
+                    "question": clip(_question(case), 1500), "expected": clip(case.get("expected")),
+                })
+    return list(out.values())
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+def traceability(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each allowed modification → its evaluation methods → their verdicts in this run."""
+    pccp = record.get("policy", {}).get("pccp") or {}
+    overall = {m["name"]: m for m in record.get("metrics") or [] if not m.get("slice")}
+    slices: dict[str, list[Mapping[str, Any]]] = {}
+    for m in record.get("metrics") or []:
+        if m.get("slice"):
+            slices.setdefault(m["name"], []).append(m)
+    specs = _metric_specs(record)
+    mods = {m["id"]: m for m in pccp.get("modifications", [])}
+    declared = (record.get("scope") or {}).get("modification")
+    out = []
+    for link in pccp.get("traceability", []):
+        mod = mods.get(link["modification"], {"id": link["modification"]})
+        evaluations = []
+        for name in link["evaluations"]:
+            row = overall.get(name)
+            sl = slices.get(name, [])
+            evaluations.append({
+                "name": name, "spec": specs.get(name, {}), "verdict": row["verdict"] if row else "NOT RUN",
+                "delta": row.get("delta") if row else None, "ci_low": row.get("ci_low") if row else None,
+                "ci_high": row.get("ci_high") if row else None,
+                "slices": {v: sum(1 for s in sl if s["verdict"] == v) for v in ("PASS", "FAIL", "INCONCLUSIVE",
+                                                                                "NODATA", "ERROR")},
+            })
+        out.append({"modification": mod, "rationale": link.get("rationale", ""), "evaluations": evaluations,
+                    "is_this_change": declared == mod.get("id")})
+    return out
+
+
+def sequestration(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Suite name → its sequestration rule (pinned hash, reuse limit) and whether this run kept it."""
+    dm = (record.get("policy", {}).get("pccp") or {}).get("data_management") or {}
+    default_limit = dm.get("max_reuse")
+    out: dict[str, dict[str, Any]] = {}
+    for ts in dm.get("sequestered_test_sets") or []:
+        used = (record.get("test_sets") or {}).get(ts["suite"], {})
+        limit = ts.get("max_reuse") or default_limit
+        pinned = ts.get("sha256")
+        hashes = [used.get("sha256"), *(used.get("datasets") or {}).values()]
+        out[ts["suite"]] = {
+            "max_reuse": limit, "pinned": pinned,
+            "pin_ok": None if not pinned else pinned in hashes,
+            "uses": used.get("previous_uses"),
+        }
+    return out
