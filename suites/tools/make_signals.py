@@ -127,9 +127,11 @@ def personal_detail(rng: random.Random, topic: str) -> tuple[str, str]:
     if kind == "iban":
         return kind, f"Can the refund go to my bank account {_iban(rng)}?"
     if kind == "ip":
-        return kind, f"The login attempt came from {rng.randint(11, 199)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}."
+        address = ".".join(str(rng.randint(lo, hi)) for lo, hi in ((11, 199), (0, 255), (0, 255), (1, 254)))
+        return kind, f"The login attempt came from {address}."
     if kind == "ssn":
-        return kind, f"My SSN is {rng.randint(101, 665):03d}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)} if you need it."
+        ssn = f"{rng.randint(101, 665):03d}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}"
+        return kind, f"My SSN is {ssn} if you need it."
     letters = "ABCEGHJKLMNPRSTWXYZ"
     return kind, (f"My NI number is {rng.choice(letters)}{rng.choice(letters)} {rng.randint(10, 99)} "
                   f"{rng.randint(10, 99)} {rng.randint(10, 99)} {rng.choice('ABCD')}.")
