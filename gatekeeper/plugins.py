@@ -47,6 +47,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("loop", "gatekeeper.builtin.loop"),
     ("signal_sources", "gatekeeper.builtin.signal_sources"),
     ("signals_commands", "gatekeeper.builtin.signals_commands"),
+    ("scaffold", "gatekeeper.builtin.scaffold"),
 )
 
 
