@@ -404,12 +404,14 @@ def vote_summary(verdicts: Sequence[Verdict]) -> dict[str, Any]:
     """``votes``, ``usable_votes``, the repairs that were needed and the judge's reasoning
     (of the first usable vote), for score details."""
     usable = [v for v in verdicts if v.ok]
-    return {
+    summary: dict[str, Any] = {
         "votes": len(verdicts),
         "usable_votes": len(usable),
         "repaired_votes": sum(1 for v in usable if v.attempts > 1),
-        "reasoning": str(usable[0].reply.get("reasoning", "")) if usable else "",
     }
+    if usable and usable[0].reply.get("reasoning"):
+        summary["reasoning"] = str(usable[0].reply["reasoning"])
+    return summary
 
 
 def prompt_hash(template: PromptTemplate, fmt: ReplyFormat, settings: dict[str, Any]) -> str:

@@ -155,6 +155,8 @@ def test_votes_on_the_verification(project: Project, fake_openai: FakeOpenAIServ
     score = scores(record, "judge_grounding")["r1"]
     assert score["value"] == 1.0
     assert score["details"]["agreement"] == pytest.approx((1 + 2 / 3) / 2)
+    # Fleiss' kappa, claims as items and votes as raters: P̄ = 2/3, Pe = 5/9.
+    assert score["details"]["fleiss_kappa"] == pytest.approx(0.25)
     assert score["details"]["votes"] == 3 and score["details"]["judge_calls"] == 4
     assert len(fake_openai.requests) == 4  # one extraction, three verifications
 

@@ -25,6 +25,7 @@ from gatekeeper.judging import (
     ReplyFormat,
     Verdict,
     case_variables,
+    fleiss_kappa,
     load_template,
     majority,
     object_schema,
@@ -207,6 +208,7 @@ class JudgeGrounding(JudgeEvaluator, Detector):
         }
         if len(usable) > 1:
             details["agreement"] = sum(agreement) / len(agreement)
+            details["fleiss_kappa"] = fleiss_kappa([[v.value[i][0] for v in usable] for i in range(len(claims))])
         listing = "; ".join(repr(c) for c in unsupported[:3]) + (" …" if len(unsupported) > 3 else "")
         if hallucinated:
             reason = f"hallucinated: {len(unsupported)} of {len(claims)} claims not supported by the context: {listing}"
