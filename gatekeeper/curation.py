@@ -594,3 +594,22 @@ def build_suite(
     manifest_path = suite_path.with_name(f"{suite_path.stem}.manifest.json")
     write_text_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return BuiltSuite(suite_path, dataset_path, manifest)
+
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def merge_dataset_provenance(provenance: dict[str, Any], extra: Mapping[str, Any] | None, out: Path) -> dict[str, Any]:
+    """Add what the signals manifest says about the training data (sources, ``pii_scrubbed``,
+    ``consent_verified``, the manifest's hash) to a tuner's provenance, and rewrite the
+    ``provenance.json`` the tuner wrote in ``out`` so the gate reads the same."""
+    if not extra:
+        return provenance
+    data = dict(provenance.get("data") or {})
+    sources = list(dict.fromkeys([*(data.get("sources") or []), *extra.get("sources", [])]))
+    data.update({k: v for k, v in extra.items() if k != "sources"}, sources=sources)
+    merged = {**provenance, "data": data}
+    path = out / PROVENANCE_FILE
+    if path.is_file():
+        write_text_atomic(path, json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
+    return merged

@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -358,6 +359,14 @@ def resolve_source(location: str, registries: Mapping[str, Any]) -> tuple[Signal
         key = match.group(1).lower().split("+", 1)[0]
     elif (prefix := _PREFIX.match(location)) and prefix.group(1).lower() in by_scheme and len(prefix.group(1)) > 1:
         key, target = prefix.group(1).lower(), prefix.group(2)
+    elif Path(location).is_dir():
+        suffixes = {p.suffix.lower().lstrip(".") for p in Path(location).iterdir()
+                    if p.is_file() and not p.name.startswith((".", "_"))}
+        known_here = sorted(suffixes & set(by_scheme))
+        if len(known_here) > 1:
+            raise UsageError(f"directory {location!r} mixes signal files ({', '.join(known_here)}); "
+                             "give a glob such as DIR/*.parquet", field="location")
+        key = known_here[0] if known_here else ""
     else:
         name = location.rsplit("/", 1)[-1].lower()
         key = name.rsplit(".", 1)[-1] if "." in name else ""
@@ -461,7 +470,7 @@ def normalize_frame(frame: pl.LazyFrame) -> pl.LazyFrame:
         ).drop("attributes")
         schema = frame.collect_schema()
     casts: list[pl.Expr] = []
-    if "time" in schema:
+    if "time" in schema and schema["time"] != pl.Datetime("us", "UTC"):
         casts.append(_time_expr(schema["time"]))
     for name in ("model", "model_version", "feedback_verdict", "user_role", "retention"):
         if name in schema and schema[name] != pl.String:
@@ -483,6 +492,7 @@ def _time_expr(dtype: Any) -> pl.Expr:
         parsed = col.str.replace(r"Z$", "+00:00").str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
         return parsed.alias("time")
     if isinstance(dtype, pl.Datetime):
+        col = col.dt.cast_time_unit("us")
         if dtype.time_zone is None:
             return col.dt.replace_time_zone("UTC").alias("time")
         return col.dt.convert_time_zone("UTC").alias("time")

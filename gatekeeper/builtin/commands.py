@@ -144,6 +144,9 @@ class TuneCommand(Command):
             bounds = policy.retraining.hyperparameters.model_dump(exclude_none=True)
         if not args.data.is_file():
             raise UsageError("training data not found", file=str(args.data), field="--data")
+        from gatekeeper.curation import dataset_provenance, merge_dataset_provenance
+
+        data_card = dataset_provenance(args.data)  # built from signals: its manifest vouches for it
         try:
             provenance = tuner_cls().tune(
                 ModelSpec.parse(args.base), args.data, args.out, parse_params(args.param),
@@ -154,6 +157,7 @@ class TuneCommand(Command):
         except Exception as exc:
             plugin = session.registries["tuners"].entry(args.tuner).plugin
             raise PluginError(plugin, f"tuner {args.tuner!r} failed: {type(exc).__name__}: {exc}") from None
+        provenance = merge_dataset_provenance(provenance, data_card, args.out)
         from gatekeeper.audit import AuditLog
         from gatekeeper.types import stable_hash
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 from gatekeeper import hookimpl
 from gatekeeper.kinds import RowRef, SignalSource
@@ -29,13 +29,15 @@ if TYPE_CHECKING:
 Rows = Iterator[tuple[RowRef, dict[str, Any]]]
 
 
-def _paths(location: str) -> list[Path]:
-    """A file, a directory of files with the location's suffix, or a glob."""
+def _paths(location: str, suffixes: tuple[str, ...] = ()) -> list[Path]:
+    """A file, a glob, or a directory's files with one of ``suffixes`` (so a Spark output
+    folder's ``_SUCCESS`` and ``.crc`` files are left alone)."""
     path = Path(location)
     if any(ch in location for ch in "*?["):
         found = sorted(Path(p) for p in glob.glob(location, recursive=True) if Path(p).is_file())
     elif path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_"))
+                       and (not suffixes or p.suffix.lower().lstrip(".") in suffixes))
     else:
         found = [path] if path.is_file() else []
     if not found:
@@ -62,14 +64,14 @@ class JsonlSource(SignalSource):
     def read(self, location: str, filters: SignalFilter) -> Rows:
         from gatekeeper.suites import read_jsonl
 
-        for path in _paths(location):
+        for path in _paths(location, self.schemes):
             for line, row in read_jsonl(path):
                 yield RowRef(str(path), line), row
 
     def scan(self, location: str, filters: SignalFilter) -> pl.LazyFrame:
         import polars as pl
 
-        paths = [str(p) for p in _paths(location)]
+        paths = [str(p) for p in _paths(location, self.schemes)]
         return _filtered(pl.scan_ndjson(paths, infer_schema_length=None), filters)
 
 
@@ -79,7 +81,7 @@ class CsvSource(SignalSource):
     schemes = ("csv",)
 
     def read(self, location: str, filters: SignalFilter) -> Rows:
-        for path in _paths(location):
+        for path in _paths(location, self.schemes):
             with path.open(encoding="utf-8", newline="") as fh:
                 reader = csv.DictReader(fh)
                 line = reader.line_num + 1
@@ -92,7 +94,7 @@ class CsvSource(SignalSource):
     def scan(self, location: str, filters: SignalFilter) -> pl.LazyFrame:
         import polars as pl
 
-        paths = [str(p) for p in _paths(location)]
+        paths = [str(p) for p in _paths(location, self.schemes)]
         frame = pl.scan_csv(paths, infer_schema=False)
         names = frame.collect_schema().names()
         casts = [pl.col(c).cast(pl.Float64) for c in ("feedback_rating",) if c in names]
@@ -109,7 +111,7 @@ class ParquetSource(SignalSource):
     def read(self, location: str, filters: SignalFilter) -> Rows:
         import polars as pl
 
-        for path in _paths(location):
+        for path in _paths(location, self.schemes):
             frame = pl.scan_parquet(path)
             row_no = 0
             for batch in frame.collect(engine="streaming").iter_slices(10_000):
@@ -120,7 +122,7 @@ class ParquetSource(SignalSource):
     def scan(self, location: str, filters: SignalFilter) -> pl.LazyFrame:
         import polars as pl
 
-        return _filtered(pl.scan_parquet([str(p) for p in _paths(location)]), filters)
+        return _filtered(pl.scan_parquet([str(p) for p in _paths(location, self.schemes)]), filters)
 
 
 # --------------------------------------------------------------------------- SQL
@@ -175,7 +177,8 @@ class SqlSource(SignalSource):
         for key, allowed in filters.where.items():
             if key in cols:
                 query = query.where(sa.cast(cols[key], sa.String).in_(allowed))
-        return query.order_by(cols["id"]) if "id" in cols else query
+        order = [cols[c] for c in ("time", "id") if c in cols]
+        return query.order_by(*order) if order else query
 
     def read(self, location: str, filters: SignalFilter) -> Rows:
         engine, table, shown = self._connect(location)
@@ -204,11 +207,11 @@ class SqlSource(SignalSource):
 
 def split_table(location: str) -> tuple[str, str]:
     """``sqlite:///a.db?table=t`` → (``sqlite:///a.db``, ``t``); other query keys stay."""
-    parts = urlsplit(location)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    table = next((v for k, v in query if k == "table"), "signals")
-    rest = urlencode([(k, v) for k, v in query if k != "table"])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), table
+    base, _, query = location.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    table = next((v for k, v in pairs if k == "table"), "signals")
+    rest = urlencode([(k, v) for k, v in pairs if k != "table"])
+    return (f"{base}?{rest}" if rest else base), table
 
 
 # --------------------------------------------------------------------------- OpenTelemetry
@@ -364,7 +367,7 @@ class OtlpJsonSource(SignalSource):
     schemes = ("otlp", "json")
 
     def read(self, location: str, filters: SignalFilter) -> Rows:
-        for path in _paths(location):
+        for path in _paths(location, self.schemes):
             for line, request in self._requests(path):
                 if "resourceSpans" not in request:
                     raise UsageError("not an OTLP JSON trace export (no 'resourceSpans'); signal records "
@@ -388,6 +391,9 @@ class OtlpJsonSource(SignalSource):
         if isinstance(whole, dict):
             yield 1, whole
             return
+        if whole is not None:
+            raise UsageError("not an OTLP JSON trace export (expected an object with 'resourceSpans'); signal "
+                             "records go in .jsonl files", file=str(path), line=1)
         from gatekeeper.suites import read_jsonl
 
         yield from read_jsonl(path)
