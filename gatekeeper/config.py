@@ -29,6 +29,9 @@ class RunnerConfig(BaseModel):
     retries: int = Field(default=5, ge=0, description="retries of a retryable failure")
     backoff_s: float = Field(default=0.5, ge=0, description="first backoff; doubles, with jitter")
     max_backoff_s: float = Field(default=30.0, ge=0)
+    rate_limit_patience_s: float = Field(
+        default=900.0, ge=0, description="how long one request may keep being rate limited (429) before it fails"
+    )
 
 
 class Config(BaseModel):

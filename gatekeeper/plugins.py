@@ -35,6 +35,7 @@ API_ATTRIBUTE = "gatekeeper_api"
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("suite_loader", "gatekeeper.builtin.suite_loader"),
     ("providers", "gatekeeper.builtin.providers"),
+    ("openai", "gatekeeper.builtin.openai_provider"),
     ("evaluators", "gatekeeper.builtin.evaluators"),
     ("grounding", "gatekeeper.builtin.grounding"),
     ("reporters", "gatekeeper.reports"),

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gatekeeper.cache import Cache
+from gatekeeper.cache import Cache, generation_key
 from gatekeeper.config import RunnerConfig
 from gatekeeper.kinds import EvalContext, Evaluator, Model
 from gatekeeper.suites import Suite
@@ -29,6 +29,7 @@ from gatekeeper.types import (
     Generation,
     GenerationRequest,
     ProviderError,
+    RateLimited,
     Score,
 )
 
@@ -48,10 +49,22 @@ class RunStats:
     scorer_errors: int = 0
     wall_s: float = 0.0
     max_concurrency_reached: int = 0
+    deduplicated: int = 0
+    """Requests answered by an identical request already in flight (sent once, used twice)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    """Dollars spent on the calls of this run (cached answers cost nothing), from the
+    providers' price tables; 0.0 when no provider knows its price."""
 
 
 class AdaptiveLimiter:
-    """AIMD limit on calls in flight, with a shared pause for ``Retry-After``."""
+    """AIMD limit on calls in flight, with a shared pause for ``Retry-After``.
+
+    The limit halves at most once per round trip: a throttle answered to a call that left
+    before the last decrease is the same congestion, already acted on (as in TCP), so a
+    burst of 429s does not collapse the limit to one.
+    """
 
     def __init__(self, initial: int, maximum: int, minimum: int = 1) -> None:
         self.limit = float(max(minimum, min(initial, maximum)))
@@ -62,18 +75,21 @@ class AdaptiveLimiter:
         self._successes = 0
         self._cond = asyncio.Condition()
         self.peak = 0
+        self._last_decrease = -1.0
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        """Wait for a slot and for any pause; returns when the call may leave (monotonic)."""
         async with self._cond:
             await self._cond.wait_for(lambda: self.in_flight < int(self.limit))
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
-        delay = self.paused_until - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        while (delay := self.paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(delay)  # a pause may be extended while this one sleeps
+        return time.monotonic()
 
-    async def release(self, outcome: str, retry_after: float | None = None) -> None:
-        """``outcome`` is ``ok``, ``throttled`` (429/timeout) or ``failed``."""
+    async def release(self, outcome: str, retry_after: float | None = None, sent: float | None = None) -> None:
+        """``outcome`` is ``ok``, ``throttled`` (429/timeout) or ``failed``; ``sent`` is
+        what :meth:`acquire` returned for this call."""
         async with self._cond:
             self.in_flight -= 1
             if outcome == "ok":
@@ -82,7 +98,9 @@ class AdaptiveLimiter:
                     self.limit = min(self.maximum, self.limit + 1)
                     self._successes = 0
             elif outcome == "throttled":
-                self.limit = max(self.minimum, self.limit / 2)
+                if sent is None or sent >= self._last_decrease:
+                    self.limit = max(self.minimum, self.limit / 2)
+                    self._last_decrease = time.monotonic()
                 self._successes = 0
                 if retry_after:
                     self.paused_until = max(self.paused_until, time.monotonic() + retry_after)
@@ -182,6 +200,7 @@ class Runner:
         self.stats = RunStats()
         self._limiters: dict[int, AdaptiveLimiter] = {}
         self._peers: dict[str, Model] = {}
+        self._in_flight: dict[str, asyncio.Future[Generation]] = {}
         eval_context.generate = self.generate_one
 
     # ----------------------------------------------------------------- public
@@ -212,7 +231,7 @@ class Runner:
         cached = self._lookup(model, request)
         if cached is not None:
             return cached
-        (generation,) = await self._call_with_retries(model, [request])
+        (generation,) = await self._send(model, [request])
         return generation
 
     # ----------------------------------------------------------------- internals
@@ -255,7 +274,7 @@ class Runner:
         batches = [pending[i : i + size] for i in range(0, len(pending), size)]
 
         async def run_batch(batch: list[int]) -> None:
-            generations = await self._call_with_retries(mrun.model, [jobs[i].request for i in batch])
+            generations = await self._send(mrun.model, [jobs[i].request for i in batch])
             for index, gen in zip(batch, generations, strict=True):
                 scoring.append(
                     asyncio.create_task(self._score(mrun, jobs[index], gen, ctx, bar, slots, index))
@@ -265,11 +284,57 @@ class Runner:
         await asyncio.gather(*scoring)
         return [r for r in slots if r is not None]
 
+    async def _send(self, model: Model, requests: list[GenerationRequest]) -> list[Generation]:
+        """Send what is not already in flight; share the answer of what is.
+
+        Two identical requests (epochs at temperature 0, a judge asking for an output the
+        run is generating) are paid for once: the second waits for the first's answer.
+        """
+        keys = [generation_key(model.identity, r) for r in requests]
+        loop = asyncio.get_running_loop()
+        mine: dict[str, int] = {}
+        waits: dict[int, asyncio.Future[Generation]] = {}
+        for index, key in enumerate(keys):
+            if key in self._in_flight:
+                waits[index] = self._in_flight[key]
+            elif key not in mine:
+                mine[key] = index
+                self._in_flight[key] = loop.create_future()
+        results: list[Generation | None] = [None] * len(requests)
+        try:
+            if mine:
+                sent = list(mine.values())
+                answers = await self._call_with_retries(model, [requests[i] for i in sent])
+                for index, gen in zip(sent, answers, strict=True):
+                    results[index] = gen
+                    self._in_flight[keys[index]].set_result(gen)
+        finally:
+            for key in mine:
+                future = self._in_flight.pop(key)
+                if not future.done():
+                    future.cancel()
+        for index, key in enumerate(keys):
+            if results[index] is None:
+                shared = await waits[index] if index in waits else results[mine[key]]
+                assert shared is not None
+                self.stats.deduplicated += 1
+                results[index] = dataclasses.replace(shared, cached=shared.error is None,
+                                                     metadata=dict(shared.metadata))
+        return [r for r in results if r is not None]
+
     async def _call_with_retries(self, model: Model, requests: list[GenerationRequest]) -> list[Generation]:
+        """Call the model until it answers, a permanent error, or the retries run out.
+
+        A rate limit (429) is not a failure of the request: it was not processed, so it is
+        retried after ``Retry-After`` without using up ``retries``, for up to
+        ``rate_limit_patience_s``. Only a call that failed is ever sent again.
+        """
         limiter = self._limiter(model)
         attempt = 0
+        throttled_s = 0.0
+        throttles = 0
         while True:
-            await limiter.acquire()
+            sent = await limiter.acquire()
             self.stats.model_calls += len(requests)
             started = time.perf_counter()
             try:
@@ -287,7 +352,15 @@ class Runner:
                     self.stats.rate_limited += 1
                 if isinstance(exc, asyncio.TimeoutError):
                     self.stats.timeouts += 1
-                await limiter.release("throttled" if throttled else "failed", retry_after)
+                await limiter.release("throttled" if throttled else "failed", retry_after, sent)
+                if isinstance(exc, RateLimited) and throttled_s < self.config.rate_limit_patience_s:
+                    throttles += 1
+                    self.stats.retries += 1
+                    backoff = min(self.config.max_backoff_s, self.config.backoff_s * 2 ** min(throttles - 1, 10))
+                    wait = retry_after if retry_after is not None else backoff * (0.5 + random.random())
+                    throttled_s += wait + (time.monotonic() - sent)
+                    await asyncio.sleep(wait)
+                    continue
                 if retryable and attempt < self.config.retries:
                     attempt += 1
                     self.stats.retries += 1
@@ -303,7 +376,7 @@ class Runner:
                 await limiter.release("failed")
                 provider = model.identity.provider
                 return self._failed(requests, f"provider {provider!r} raised {type(exc).__name__}: {exc}")
-            await limiter.release("ok")
+            await limiter.release("ok", sent=sent)
             elapsed_ms = (time.perf_counter() - started) * 1000
             if len(generations) != len(requests):
                 return self._failed(
@@ -315,6 +388,9 @@ class Runner:
                     gen.latency_ms = round(elapsed_ms / len(requests), 3)
                 if gen.error is not None:
                     self.stats.generation_errors += 1
+                self.stats.prompt_tokens += int(gen.usage.get("prompt_tokens", 0))
+                self.stats.completion_tokens += int(gen.usage.get("completion_tokens", 0))
+                self.stats.cost = round(self.stats.cost + (gen.cost or 0.0), 8)
             if self.cache is not None:
                 self.cache.put_generations(model.identity, list(zip(requests, generations, strict=True)))
             return generations

@@ -35,6 +35,21 @@ def print_summary(session: Any, record: dict[str, Any]) -> None:
         f"model calls: {st['model_calls']} (cache hits: {st['cache_hits']}, retries: {st['retries']}, "
         f"generation errors: {st['generation_errors']}) in {st['wall_s']:.1f} s"
     )
+    if st.get("prompt_tokens") or st.get("completion_tokens"):
+        session.echo(f"tokens: {st['prompt_tokens']} prompt + {st['completion_tokens']} completion, "
+                     f"cost ${st.get('cost', 0.0):.6f}")
+    print_generation_errors(session, record)
+
+
+def print_generation_errors(session: Any, record: dict[str, Any], limit: int = 3) -> None:
+    """The distinct reasons outputs are missing, most frequent first, so exit 5 is explained."""
+    from collections import Counter
+
+    reasons = Counter(row["error"] for row in record["cases"] if row.get("error"))
+    for reason, n in reasons.most_common(limit):
+        session.echo(f"error ({n} case{'s' if n != 1 else ''}): {reason}")
+    if len(reasons) > limit:
+        session.echo(f"... and {len(reasons) - limit} other errors (see results.json)")
 
 
 class RunCommand(Command):

@@ -27,7 +27,8 @@ echo of the last user message. A reply is the content string or a dict with any 
 ``response``         the whole response body, sent as is
 
 The server keeps what a test asserts on: ``requests`` (every chat completion body, in
-order), ``counters`` (``requests``, ``ok``, ``429``, ``500``, ``dropped``, ...), ``sends``
+order; ``received_at`` their arrival times), ``counters`` (``requests``, ``ok``, ``429``,
+``500``, ``dropped``, ...), ``sends``
 and ``paid`` (per prompt — the last user message — how many times it was sent, and how
 many times it was answered 200, i.e. paid for).
 """
@@ -147,6 +148,8 @@ class FakeOpenAIServer:
         self._script: list[Reply] | Responder | None = None
         self._script_pos = 0
         self.requests: list[dict[str, Any]] = []
+        self.received_at: list[float] = []
+        """``time.monotonic()`` at which each of ``requests`` arrived."""
         self.counters: collections.Counter[str] = collections.Counter()
         self.sends: collections.Counter[str] = collections.Counter()
         self.paid: collections.Counter[str] = collections.Counter()
@@ -200,6 +203,10 @@ class FakeOpenAIServer:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._stop_site())
+            leftover = asyncio.all_tasks(loop)  # handlers still sleeping (scripted timeouts)
+            for task in leftover:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=serve, name="fake-openai", daemon=True)
@@ -383,6 +390,7 @@ class FakeOpenAIServer:
             self.counters["400"] += 1
             return self.error(400, "We could not parse the JSON body of your request.")
         self.requests.append(body)
+        self.received_at.append(time.monotonic())
         prompt = last_user_message(body) if isinstance(body, dict) else ""
         self.sends[prompt] += 1
         if not self._authorized(request):

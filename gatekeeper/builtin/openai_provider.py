@@ -1,0 +1,315 @@
+"""Built-in provider ``openai``: chat completions on any OpenAI-compatible endpoint.
+
+Specs::
+
+    openai:gpt-4o-mini                                   # OPENAI_API_KEY, api.openai.com
+    openai:llama3?base_url=http://localhost:8000/v1      # vLLM, Ollama, LM Studio
+    openai:gpt-4o?azure_endpoint=https://x.openai.azure.com&deployment=prod&api_key_env=AZ_KEY
+    openai:gpt-4o-mini?batch=true                        # Batch API: half price, hours
+    {provider: openai, model: gpt-4o-mini, base_url: ..., api_key_env: MY_KEY}
+
+or the model's endpoints in ``providers.openai.models`` of gatekeeper.yaml (see
+docs/providers.md). The SDK's own retries are off: the runner retries, paces and pauses,
+so every failure is counted once and a paid request is sent again only when it failed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gatekeeper import hookimpl
+from gatekeeper.builtin.openai_endpoints import (
+    Endpoint,
+    EndpointPool,
+    EndpointSettings,
+    OpenAISettings,
+    Price,
+    load_settings,
+    redact,
+)
+from gatekeeper.config import Config
+from gatekeeper.kinds import Model, ModelProvider
+from gatekeeper.types import (
+    Generation,
+    GenerationRequest,
+    ModelIdentity,
+    ModelSpec,
+    ProviderError,
+    RateLimited,
+    UsageError,
+    stable_hash,
+)
+
+ENDPOINT_PARAMS = set(EndpointSettings.model_fields) - {"name"}
+MODEL_PARAMS = {"batch", "poll_s", "concurrency", "price_in", "price_out", "token_param", "timeout_s"}
+TRUE = ("1", "true", "yes", "on")
+
+
+def request_body(model_id: str, request: GenerationRequest, token_param: str) -> dict[str, Any]:
+    """The chat completions body for ``request`` (online and in a batch file alike)."""
+    body: dict[str, Any] = {
+        "model": model_id,
+        "messages": [dict(m) for m in request.messages],
+        token_param: request.max_tokens,
+        "temperature": request.temperature,
+    }
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
+    if request.top_logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = request.top_logprobs
+    return body
+
+
+def estimate_tokens(request: GenerationRequest) -> int:
+    """Tokens a request counts against a TPM limit before its usage is known (≈4 chars
+    a token, plus the completion budget, as OpenAI counts it)."""
+    chars = sum(len(m.get("content", "")) for m in request.messages)
+    return chars // 4 + 4 * len(request.messages) + request.max_tokens
+
+
+def cost_of(usage: Mapping[str, int], price: Price | None, factor: float = 1.0) -> float | None:
+    if price is None:
+        return None
+    prompt = usage.get("prompt_tokens", 0)
+    cached = usage.get("cached_tokens", 0) if price.cached_input is not None else 0
+    dollars = (
+        (prompt - cached) * price.input + cached * (price.cached_input or 0.0)
+        + usage.get("completion_tokens", 0) * price.output
+    ) / 1e6
+    return round(dollars * factor, 8)
+
+
+def generation_from_completion(
+    data: Any, endpoint: Endpoint, *, price: Price | None, factor: float = 1.0
+) -> Generation:
+    """Read a chat.completion body strictly; anything else is a clear error naming the endpoint."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ProviderError(f"endpoint {endpoint.label} returned a response that is not a chat completion "
+                            "(no 'choices'); is base_url an OpenAI-compatible /v1 URL?")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise ProviderError(f"endpoint {endpoint.label} returned a choice without a 'message'")
+    usage_in = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    usage = {k: int(usage_in[k]) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+             if isinstance(usage_in.get(k), int)}
+    details = usage_in.get("prompt_tokens_details")
+    if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int) and details["cached_tokens"]:
+        usage["cached_tokens"] = details["cached_tokens"]
+    metadata: dict[str, Any] = {
+        "endpoint": endpoint.label, "served_model": data.get("model"),
+        "finish_reason": choice.get("finish_reason"),
+    }
+    if data.get("system_fingerprint"):
+        metadata["system_fingerprint"] = data["system_fingerprint"]
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+        metadata["logprobs"] = logprobs["content"]
+    content = message.get("content")
+    if content is None:
+        refusal = message.get("refusal") or "no content"
+        return Generation(text="", usage=usage, cost=cost_of(usage, price, factor),
+                          error=f"endpoint {endpoint.label}: the model gave no text ({refusal})", metadata=metadata)
+    return Generation(text=str(content), usage=usage, cost=cost_of(usage, price, factor), metadata=metadata)
+
+
+def error_detail(exc: Any) -> str:
+    """The server's own message from an SDK status error (its ``error.message``)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else body
+        message = inner.get("message")
+        if isinstance(message, str) and message:
+            return message
+    return str(getattr(exc, "message", exc))
+
+
+def retry_after_of(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (what OpenAI and Azure send)."""
+    if not headers:
+        return None
+    for header, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            continue
+    return None
+
+
+class OpenAIModel(Model):
+    """A model served by one or more OpenAI-compatible endpoints."""
+
+    def __init__(
+        self, spec: ModelSpec, settings: OpenAISettings, endpoints: list[Endpoint], *,
+        price: Price | None, token_param: str, batch: bool, poll_s: float, config: Config,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.pool = EndpointPool(endpoints)
+        self.price = price
+        self.token_param = token_param
+        self.batch = batch
+        self.poll_s = poll_s
+        self.config = config
+        models = sorted({e.model_id for e in endpoints})
+        self.identity = ModelIdentity(
+            provider="openai", name=spec.name,
+            # What answers: the endpoints and the model ids they serve. Never a key.
+            digest=stable_hash({"models": models, "endpoints": sorted(e.url for e in endpoints)}),
+            version=",".join(models),
+            details={"endpoints": [e.label for e in endpoints], "batch": batch},
+        )
+        if batch:
+            self.max_batch_size = 50_000  # the Batch API's limit per file
+            self.timeout_s = float("inf")  # a batch takes minutes to hours; it polls on its own clock
+
+    # ----------------------------------------------------------------- online
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        if self.batch:
+            from gatekeeper.builtin.openai_batch import run_batch
+
+            return await run_batch(self, list(requests))
+        return [await self._complete(request) for request in requests]
+
+    async def _complete(self, request: GenerationRequest) -> Generation:
+        import openai
+
+        endpoint = self.pool.choose()
+        estimated = estimate_tokens(request)
+        await endpoint.pacer.wait(estimated)
+        body = request_body(endpoint.model_id, request, self.token_param)
+        try:
+            raw = await endpoint.client().chat.completions.with_raw_response.create(**body)
+            endpoint.pacer.learn(raw.headers)
+            data = json.loads(raw.text)
+        except openai.RateLimitError as exc:
+            wait = retry_after_of(exc.response.headers)
+            endpoint.pacer.learn(exc.response.headers)
+            endpoint.pacer.pause(wait if wait is not None else 1.0)
+            raise RateLimited(self._message(endpoint, "rate limited (HTTP 429)", error_detail(exc)),
+                              retry_after=wait) from None
+        except openai.APITimeoutError:
+            endpoint.failed(self.settings)
+            raise ProviderError(self._message(endpoint, f"timed out after {endpoint.timeout:g} s"),
+                                retryable=True) from None
+        except openai.APIConnectionError as exc:
+            endpoint.failed(self.settings)
+            cause = f"{type(exc.__cause__).__name__}: {exc.__cause__}" if exc.__cause__ else str(exc)
+            raise ProviderError(self._message(endpoint, "connection failed", cause), retryable=True) from None
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            endpoint.failed(self.settings)
+            raise ProviderError(
+                self._message(endpoint, f"HTTP {exc.status_code}: check the key in ${endpoint.secret_env}",
+                              error_detail(exc)),
+                retryable=len(self.pool.endpoints) > 1,  # another endpoint may take it
+            ) from None
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500 or exc.status_code in (408, 409):
+                endpoint.failed(self.settings)
+                raise ProviderError(self._message(endpoint, f"HTTP {exc.status_code}", error_detail(exc)),
+                                    retryable=True) from None
+            # 400, 404, 422: this request is wrong for this model; retrying will not help.
+            endpoint.succeeded()
+            return Generation(text="", error=self._message(endpoint, f"HTTP {exc.status_code}", error_detail(exc)))
+        except (ValueError, openai.APIResponseValidationError) as exc:
+            endpoint.failed(self.settings)
+            raise ProviderError(self._message(
+                endpoint, "returned malformed JSON", f"{type(exc).__name__}: {exc}"[:200])) from None
+        try:
+            generation = generation_from_completion(data, endpoint, price=self.price)
+        except ProviderError:
+            endpoint.failed(self.settings)
+            raise
+        endpoint.succeeded()
+        endpoint.pacer.settle(estimated, generation.usage.get("total_tokens", estimated))
+        return generation
+
+    def _message(self, endpoint: Endpoint, what: str, detail: str = "") -> str:
+        text = f"endpoint {endpoint.label}: {what}" + (f": {detail}" if detail else "")
+        return redact(text, self.pool.secrets())
+
+    async def aclose(self) -> None:
+        for endpoint in self.pool.endpoints:
+            await endpoint.aclose()
+
+
+class OpenAIProvider(ModelProvider):
+    name = "openai"
+    description = ("OpenAI-compatible chat completions (OpenAI, Azure OpenAI, vLLM, Ollama): "
+                   "openai:MODEL[?base_url=URL&api_key_env=NAME&batch=true]")
+
+    def load(self, spec: ModelSpec, config: Config) -> Model:
+        settings = load_settings(config.providers, config.source)
+        unknown = set(spec.params) - ENDPOINT_PARAMS - MODEL_PARAMS
+        if unknown:
+            if unknown & {"api_key", "key", "token", "azure_ad_token"}:
+                raise UsageError("a model spec must not carry a secret: name its environment variable "
+                                 "with api_key_env (or azure_ad_token_env)", field="model")
+            raise UsageError(
+                f"unknown parameter(s) {', '.join(sorted(unknown))} for openai:{spec.name}; known: "
+                f"{', '.join(sorted(ENDPOINT_PARAMS | MODEL_PARAMS))}", field="model",
+            )
+        configured = settings.models.get(spec.name)
+        endpoint_params = {k: v for k, v in spec.params.items() if k in ENDPOINT_PARAMS}
+        if endpoint_params:
+            try:
+                endpoint_settings = [EndpointSettings.model_validate(endpoint_params)]
+            except ValueError as exc:
+                first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc), "loc": ()}
+                where = ".".join(str(p) for p in first["loc"]) or "model"
+                raise UsageError(f"{where}: {str(first['msg']).removeprefix('Value error, ')}",
+                                 field="model") from None
+        elif configured is not None and configured.endpoints:
+            endpoint_settings = configured.endpoints
+        else:
+            endpoint_settings = [EndpointSettings()]
+        timeout = float(spec.params.get("timeout_s") or settings.timeout_s or config.runner.timeout_s)
+        endpoints = [Endpoint(s, spec.name, default_timeout=timeout + 1.0) for s in endpoint_settings]
+        for endpoint in endpoints:
+            endpoint.secret()  # a missing key is a usage error now, not 2,000 failed calls later
+        price = self._price(spec, settings, endpoints)
+        batch = spec.params.get("batch", "").lower() in TRUE or bool(configured and configured.batch)
+        if batch and any(e.azure for e in endpoints):
+            raise UsageError("batch mode is for OpenAI-style endpoints; Azure batch deployments are not "
+                             "supported yet", field="model")
+        model = OpenAIModel(
+            spec, settings, endpoints, price=price, batch=batch, config=config,
+            token_param=spec.params.get("token_param") or settings.token_param,
+            poll_s=float(spec.params.get("poll_s") or settings.batch_poll_s),
+        )
+        if spec.params.get("concurrency"):
+            model.max_concurrency = int(spec.params["concurrency"])
+        return model
+
+    @staticmethod
+    def _price(spec: ModelSpec, settings: OpenAISettings, endpoints: list[Endpoint]) -> Price | None:
+        if "price_in" in spec.params or "price_out" in spec.params:
+            try:
+                return Price(input=float(spec.params.get("price_in", 0)), output=float(spec.params.get("price_out", 0)))
+            except ValueError:
+                raise UsageError("price_in and price_out are dollars per million tokens", field="model") from None
+        return settings.price_of(spec.name, endpoints[0].model_id)
+
+
+@hookimpl
+def gatekeeper_configure(config: Config) -> None:
+    # Check providers.openai at start-up, so a typo is reported before anything runs.
+    if config.providers.get("openai") is not None:
+        load_settings(config.providers, config.source)
+
+
+@hookimpl
+def gatekeeper_register_models(register: Any) -> None:
+    register(OpenAIProvider)
