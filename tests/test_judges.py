@@ -404,3 +404,26 @@ def test_pairwise_against_a_model_spec_in_run(judged: tuple[Project, FakeOpenAIS
     got = scores(record, "pairwise")
     assert {s["value"] for s in got.values()} == {1.0}
     assert got["q0"]["details"]["against"] == "replay:baseline.jsonl"
+
+
+def test_the_project_judge_from_gatekeeper_yaml(judged: tuple[Project, FakeOpenAIServer]) -> None:
+    project, server = judged
+    setup(project, suite("  - {rubric: {criteria: Correctness}}", CASES[:1]), {"candidate": GOOD})
+    project.write("gatekeeper.yaml", f"judge: '{judge_spec(server)}'\nrunner: {{retries: 0}}\n")
+    server.script([reply(score=3)])
+
+    _, record = run(project)
+
+    score = scores(record, "rubric")["returns"]
+    assert score["value"] == 0.5 and score["details"]["judge"]["provider"] == "openai"
+
+
+def test_no_judge_anywhere_is_an_error_that_says_where_to_set_it(project: Project) -> None:
+    setup(project, suite("  - {rubric: {criteria: Correctness}}", CASES[:1]), {"candidate": GOOD})
+
+    result, record = run(project)
+
+    score = scores(record, "rubric")["returns"]
+    assert score["status"] == "error"
+    assert "no judge model: set 'judge:' on the evaluator or in gatekeeper.yaml" in score["reason"]
+    assert result.exit_code == 5
