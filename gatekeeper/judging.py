@@ -58,6 +58,12 @@ class ReplyError(ValueError):
     """A judge reply that is not what the evaluator asked for; the message says why."""
 
 
+def refuses_response_format(error: str) -> bool:
+    """Whether a failed call's error says the endpoint does not take ``response_format``."""
+    text = error.lower()
+    return "400" in text and any(word in text for word in ("response_format", "json_schema", "json_object"))
+
+
 # --------------------------------------------------------------------------- parameters
 
 
@@ -81,6 +87,11 @@ class JudgeParams(ScoringParams):
     """The judge prompt: jinja2 text (the user message), or a path (relative to the
     project root) to a ``.jinja``/``.j2`` file (the user message) or a ``.prompty`` file
     (its ``system:``/``user:`` sections)."""
+
+    @field_validator("json_mode", mode="before")
+    @classmethod
+    def _yaml_off_is_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
     @field_validator("judge")
     @classmethod
@@ -326,8 +337,13 @@ class Judge:
             self.calls += 1
             self.cached += bool(generation.cached)
             if generation.error is not None:
-                return Verdict(failure=f"judge {self.spec.provider}:{self.spec.name} failed: {generation.error}",
-                               attempts=attempt + 1)
+                hint = ""
+                if request.response_format is not None and refuses_response_format(generation.error):
+                    hint = " (the endpoint takes no response_format: set json_mode: off or json_object)"
+                return Verdict(
+                    failure=f"judge {self.spec.provider}:{self.spec.name} failed: {generation.error}{hint}",
+                    attempts=attempt + 1,
+                )
             try:
                 reply, value = fmt.parse(generation.text)
             except ReplyError as exc:

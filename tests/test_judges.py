@@ -427,3 +427,25 @@ def test_no_judge_anywhere_is_an_error_that_says_where_to_set_it(project: Projec
     assert score["status"] == "error"
     assert "no judge model: set 'judge:' on the evaluator or in gatekeeper.yaml" in score["reason"]
     assert result.exit_code == 5
+
+
+def test_endpoint_without_structured_outputs_is_told_and_json_mode_off_works(
+    judged: tuple[Project, FakeOpenAIServer],
+) -> None:
+    project, server = judged
+    setup(project, rubric_suite(server, cases=CASES[:1]), {"candidate": GOOD})
+    server.script(lambda body: {"status": 400, "message": "unsupported parameter: response_format"}
+                  if "response_format" in body else reply(score=5))
+
+    _, record = run(project)
+
+    score = scores(record, "rubric")["returns"]
+    assert score["status"] == "error"
+    assert score["reason"].endswith("(the endpoint takes no response_format: set json_mode: off or json_object)")
+
+    setup(project, rubric_suite(server, ", json_mode: off", cases=CASES[:1]), {"candidate": GOOD})
+    result, record = run(project)
+
+    assert result.exit_code == 0, result.output
+    assert scores(record, "rubric")["returns"]["value"] == 1.0
+    assert "response_format" not in server.requests[-1]
