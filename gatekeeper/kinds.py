@@ -82,6 +82,11 @@ class Model:
     async def aclose(self) -> None:
         """Release connections or memory. Called once when the run ends."""
 
+    async def end_run(self) -> None:
+        """Called by the runner at the end of each run, inside that run's event loop:
+        close what is bound to the loop (HTTP connection pools). The model stays usable;
+        a later run (a new loop) opens new connections."""
+
 
 class ModelProvider:
     """Turns a :class:`ModelSpec` with this provider's ``name`` into a :class:`Model`."""

@@ -201,6 +201,7 @@ class Runner:
         self._limiters: dict[int, AdaptiveLimiter] = {}
         self._peers: dict[str, Model] = {}
         self._in_flight: dict[str, asyncio.Future[Generation]] = {}
+        self._called: dict[int, Model] = {}
         eval_context.generate = self.generate_one
 
     # ----------------------------------------------------------------- public
@@ -217,9 +218,13 @@ class Runner:
         results: list[CaseResult] = []
         self._peers = {m.label: m.model for m in models}
         plain = not sys.stderr.isatty() or bool(os.environ.get("CI"))
-        with Progress(total=len(jobs) * len(models), plain=plain, enabled=self.progress) as bar:
-            for mrun in models:
-                results.extend(await self._run_model(mrun, jobs, bar))
+        try:
+            with Progress(total=len(jobs) * len(models), plain=plain, enabled=self.progress) as bar:
+                for mrun in models:
+                    results.extend(await self._run_model(mrun, jobs, bar))
+        finally:
+            for model in self._called.values():
+                await model.end_run()
         self.stats.wall_s = round(time.perf_counter() - started, 3)
         self.stats.max_concurrency_reached = max(
             (lim.peak for lim in self._limiters.values()), default=0
@@ -238,6 +243,7 @@ class Runner:
 
     def _limiter(self, model: Model) -> AdaptiveLimiter:
         key = id(model)
+        self._called[key] = model
         if key not in self._limiters:
             maximum = min(self.config.max_concurrency, model.max_concurrency or self.config.max_concurrency)
             self._limiters[key] = AdaptiveLimiter(self.config.concurrency, maximum)

@@ -298,7 +298,8 @@ class Endpoint:
         for loop, client in clients:
             if loop is current:
                 await client.close()
-            # A client made on a loop that has ended holds no open connections worth closing.
+            # A client of a loop that has ended cannot be closed from this one; end_run,
+            # called by the runner inside each run's loop, closes them in time.
 
     # ----------------------------------------------------------------- health
 

@@ -240,9 +240,12 @@ class OpenAIModel(Model):
         text = f"endpoint {endpoint.label}: {what}" + (f": {detail}" if detail else "")
         return redact(text, self.pool.secrets())
 
-    async def aclose(self) -> None:
+    async def end_run(self) -> None:
         for endpoint in self.pool.endpoints:
             await endpoint.aclose()
+
+    async def aclose(self) -> None:
+        await self.end_run()
 
 
 class OpenAIProvider(ModelProvider):
