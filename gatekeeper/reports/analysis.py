@@ -26,6 +26,8 @@ MAX_TEXT = 4000
 """Characters of an output, question or reference shown; the record holds the rest."""
 MAX_CONTEXT = 6000
 HISTOGRAM_BINS = 10
+MAX_CASE_ROWS = 20_000
+"""Rows of the all-cases table; about 200 bytes each."""
 
 _TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
 
@@ -336,6 +338,42 @@ def _regression(case: Mapping[str, Any], key: str, base: float, cand: float,
         "baseline_reason": clip((b_row.get("scores", {}).get(metric) or {}).get("reason"), 500),
         "candidate_reason": clip((c_row.get("scores", {}).get(metric) or {}).get("reason"), 500),
     }
+
+
+def case_table(record: Mapping[str, Any], limit: int = MAX_CASE_ROWS) -> dict[str, Any]:
+    """Every case with each model's score per metric (epochs averaged), worse cells flagged.
+
+    The columns are the policy's metrics for a check (with their ``measure``), every scored
+    metric for a run. Rows keep the suite order; at most ``limit`` are kept.
+    """
+    index = record.get("case_index") or {}
+    rows = record.get("cases") or []
+    specs = _metric_specs(record)
+    if record.get("kind") == "check":
+        columns = [(m["name"], m["metric"], specs.get(m["name"], {}).get("measure", "value"),
+                    -1.0 if m.get("direction") == "lower" else 1.0)
+                   for m in record.get("metrics") or [] if not m.get("slice")]
+    else:
+        names = sorted({metric for model in (record.get("summary") or {}).values() for metric in model})
+        columns = [(name, name, "value", 1.0) for name in names]
+    models = _ordered_models({row["model"]: None for row in rows})
+    values = {}
+    for name, metric, measure, _ in columns:
+        table = score_table(rows, metric, index, None, measure)
+        values[name] = {label: _epoch_means(table.values.get(label, {})) for label in models}
+    out_rows: list[dict[str, Any]] = []
+    for key, case in index.items():
+        if len(out_rows) >= limit:
+            break
+        cells = []
+        for name, _, _, sign in columns:
+            got = [values[name][label].get(key) for label in models]
+            worse = (len(got) == 2 and None not in got and sign * (float(got[1]) - float(got[0])) < 0)  # type: ignore[arg-type]
+            cells.append({"values": got, "worse": worse})
+        slices = " ".join(f"{k}={v}" for k, v in sorted((case.get("slices") or {}).items()))
+        out_rows.append({"id": case["id"], "suite": case["suite"], "slices": slices, "cells": cells})
+    return {"models": models, "columns": [c[0] for c in columns], "rows": out_rows, "total": len(index),
+            "limit": limit}
 
 
 def detector_metrics(record: Mapping[str, Any]) -> list[str]:

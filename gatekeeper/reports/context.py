@@ -27,13 +27,16 @@ def policy_content(policy: Policy) -> dict[str, Any]:
 
 def approval_status(record: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
     """The required approvals and which signatures in ``RUN/approvals.jsonl`` satisfy them."""
-    from gatekeeper.approvals import RequiredApproval, check_approvals
+    from gatekeeper.approvals import APPROVALS_FILE, RequiredApproval, check_approvals
 
     required_entries = (record.get("approvals") or {}).get("required") or []
     status: dict[str, Any] = {"required": required_entries, "valid": [], "problems": [], "missing": [],
                               "checked": False}
+    status["missing"] = [f"{a['role']} ({a['meaning']})" for a in required_entries]
     if run_dir is None or not (run_dir / "decision.json").is_file():
-        status["missing"] = [f"{a['role']} ({a['meaning']})" for a in required_entries]
+        return status
+    if not (run_dir / APPROVALS_FILE).is_file():
+        status["checked"] = True  # nothing signed yet: no need to re-hash the record
         return status
     required = [RequiredApproval(a["role"], a["meaning"], [Path(p) for p in a["public_keys"]])
                 for a in required_entries]
@@ -48,7 +51,7 @@ def approval_status(record: dict[str, Any], run_dir: Path | None) -> dict[str, A
     return status
 
 
-def audit_status(record: dict[str, Any], log_path: Path | None) -> dict[str, Any]:
+def audit_status(record: dict[str, Any], log_path: Path | None, digest: str | None = None) -> dict[str, Any]:
     """Whether the audit chain verifies, and the records about this run."""
     from gatekeeper.audit import AuditLog
 
@@ -60,18 +63,19 @@ def audit_status(record: dict[str, Any], log_path: Path | None) -> dict[str, Any
                               "head": result.head, "first_bad": result.first_bad, "reason": result.reason,
                               "records": []}
     if result.ok:
-        about = run_audit_records(log, record)
+        about = run_audit_records(log, record, digest)
         status["records"] = about[-AUDIT_RECORDS_SHOWN:]
         status["records_total"] = len(about)
     return status
 
 
-def run_audit_records(log: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
+def run_audit_records(log: Any, record: dict[str, Any], digest: str | None = None) -> list[dict[str, Any]]:
     """The audit records that refer to this run: by run id, or by the decision record's hash."""
     from gatekeeper.approvals import record_hash
 
     run_id = record.get("run_id")
-    digest = record_hash(record) if record.get("kind") == "check" else None
+    if digest is None and record.get("kind") == "check":
+        digest = record_hash(record)
     return [
         r for r in log.records()
         if r.get("subject") == run_id or (r.get("data") or {}).get("run_id") == run_id
@@ -82,8 +86,12 @@ def run_audit_records(log: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
 def attestations(record: dict[str, Any], *, run_dir: Path | None, audit_log: Path | None) -> dict[str, Any]:
     from gatekeeper.reports.common import record_body
 
+    from gatekeeper.approvals import record_hash
+
     body = record_body(record)
-    return {"approvals": approval_status(body, run_dir), "audit": audit_status(body, audit_log)}
+    digest = record_hash(body)
+    return {"record_hash": digest, "approvals": approval_status(body, run_dir),
+            "audit": audit_status(body, audit_log, digest if body.get("kind") == "check" else None)}
 
 
 def with_attestations(record: dict[str, Any], *, run_dir: Path | None, audit_log: Path | None) -> dict[str, Any]:

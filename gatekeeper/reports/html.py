@@ -42,6 +42,11 @@ def _compact(value: Any) -> Any:
     return {k: v for k, v in value.items() if v not in (None, False, [], {}, "")}
 
 
+def _short(value: Any) -> str:
+    """A score in at most three significant digits (the all-cases table is long)."""
+    return "·" if value is None else f"{value:.3g}"
+
+
 def _environment() -> Any:
     from jinja2 import ChainableUndefined, FileSystemLoader
     from jinja2.sandbox import SandboxedEnvironment
@@ -50,7 +55,7 @@ def _environment() -> Any:
         loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=ChainableUndefined,
         trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters.update(fmt=fmt, signed=signed, compact=_compact,
+    env.filters.update(fmt=fmt, signed=signed, compact=_compact, short=_short,
                        pct=lambda v: "—" if v is None else f"{100 * v:.1f}%")
     env.globals.update(slice_label=slice_label, ci_level=ci_level)
     return env
@@ -74,7 +79,7 @@ def view(record: dict[str, Any], *, print_mode: bool = False) -> dict[str, Any]:
     return {
         "kind": kind,
         "record": body,
-        "record_hash": record_hash(body),
+        "record_hash": (record.get(ATTESTATIONS_KEY) or {}).get("record_hash") or record_hash(body),
         "attestations": record.get(ATTESTATIONS_KEY),
         "pccp": (body.get("policy") or {}).get("pccp") or {},
         "overall": overall,
@@ -90,6 +95,7 @@ def view(record: dict[str, Any], *, print_mode: bool = False) -> dict[str, Any]:
         "failures": analysis.failures(body) if kind != "check" else [],
         "traceability": analysis.traceability(body) if kind == "check" else [],
         "sequestration": analysis.sequestration(body),
+        "case_table": analysis.case_table(body),
         "limits": {"worst": analysis.WORST_PER_METRIC, "findings": analysis.FINDINGS_PER_MODEL,
                    "failures": analysis.FAILURES_PER_METRIC, "text": analysis.MAX_TEXT},
         "print_mode": print_mode,
