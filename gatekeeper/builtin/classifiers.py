@@ -220,7 +220,8 @@ Put your brief reasoning in "reasoning", then in "labels" one label per task."""
         provenance = judge.provenance(prompt_hash(template, fmt, settings))
         bad = unusable(self, verdicts, provenance)
         if bad is not None:
-            bad.details["rejected"] = bad.details.get("parse_error")
+            if bad.status == "nodata":
+                bad.details["rejected"] = bad.details.get("parse_error")
             return bad
         usable = [v.value for v in verdicts if v.ok]
         labels: dict[str, str] = {}
