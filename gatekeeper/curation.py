@@ -124,6 +124,9 @@ def iban_valid(text: str) -> bool:
 
 
 def _ipv6_valid(text: str) -> bool:
+    # At least three hex groups: "::" and "a::b" in prose are not addresses worth hiding.
+    if sum(1 for group in text.split(":") if group) < 3:
+        return False
     try:
         ipaddress.IPv6Address(text)
     except ValueError:
@@ -151,9 +154,9 @@ PII_KINDS: tuple[PiiKind, ...] = (
         r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")),
     PiiKind("ipv6", "[IP]", re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"), _ipv6_valid),
     PiiKind("ipv4", "[IP]", re.compile(
-        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])")),
+        r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\.?\d)")),
     PiiKind("phone", "[PHONE]", re.compile(
-        r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]?\d{3,4}(?![\w-])"),
+        r"(?<![\w+.\-])(?:\+\d{1,3}[ .-]?|1[ .-])?(?:\(\d{2,4}\)[ .-]?|\d{2,3}[ .-])\d{3,4}[ .-]?\d{4}(?![\w-])"),
         lambda t: 10 <= len(re.sub(r"\D", "", t)) <= 15),
 )
 PII_TYPES = tuple(dict.fromkeys(k.name for k in PII_KINDS))
@@ -193,10 +196,18 @@ class PiiScrubber:
 
     def scrub(self, text: str, where: str, *, keep: Collection[str] = ()) -> str:
         """``text`` with its PII replaced; counts what was replaced under ``where``."""
-        key = (text, frozenset(keep))
-        if key not in self._memo:  # prompts repeat the same system text and passages
-            self._memo[key] = self._replace(text, keep)
-        text, found = self._memo[key]
+        kept = frozenset(keep)
+        found: Counter[str] = Counter()
+        lines = []
+        # Line by line, remembered: prompts repeat the same system text and passages.
+        for line in text.split("\n"):
+            key = (line, kept)
+            if key not in self._memo:
+                self._memo[key] = self._replace(line, kept)
+            clean, line_found = self._memo[key]
+            lines.append(clean)
+            found.update(line_found)
+        text = "\n".join(lines)
         if found:
             self.report.counts.update(found)
             self.report.by_field.setdefault(where, Counter()).update(found)
