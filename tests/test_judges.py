@@ -449,3 +449,16 @@ def test_endpoint_without_structured_outputs_is_told_and_json_mode_off_works(
     assert result.exit_code == 0, result.output
     assert scores(record, "rubric")["returns"]["value"] == 1.0
     assert "response_format" not in server.requests[-1]
+
+
+def test_judge_down_in_check_is_a_harness_error(judged: tuple[Project, FakeOpenAIServer]) -> None:
+    project, server = judged
+    pairwise_project(project, server)
+    server.script([{"status": 500}])
+
+    code, record, output = check(project)
+
+    metric = next(m for m in record["metrics"] if m["name"] == "preference")
+    assert metric["verdict"] == "ERROR" and "could not be computed" in metric["reason"]
+    assert record["decision"] == "ERROR" and code == 5
+    assert "judge openai:gpt-fake failed" in output
