@@ -29,6 +29,13 @@ Threshold = tuple[float, bool]  # (threshold, lower_is_better)
 _SUITE_KEY = re.compile(r"^suite\s*:", re.M)
 
 
+def item_nodeid(parent: Any, name: str) -> str:
+    """An item's node id, given as a string: pytest parses ``NAME[PARAMS]`` ids back into
+    name and params (``--lf``, ``--deselect``), so an item whose name has brackets must be
+    built from the same string for the two to match."""
+    return f"{parent.nodeid}::{name}"
+
+
 class CaseFailed(AssertionError):
     """A case item's scores failed; ``str()`` is the table shown to the user."""
 
@@ -44,7 +51,7 @@ def threshold_text(threshold: Threshold | None) -> str:
     if threshold is None:
         return "-"
     value, lower = threshold
-    return f"{'≤' if lower else '≥'} {value:g}"
+    return f"{'<=' if lower else '>='} {value:g}"  # ASCII: pytest escapes other characters in asserts
 
 
 def score_verdict(score: Score) -> str:

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from gatekeeper.pytest_api import STATE, GatekeeperState
+from gatekeeper.pytest_api import STATE, GatekeeperState, item_nodeid
 from gatekeeper.types import GatekeeperError, UsageError
 
 DECISION_ITEM = "decision"
@@ -101,8 +101,9 @@ class PolicyFile(pytest.File):
             cases = [c for s in suites if s.name in wanted and spec.suite in (None, s.name) for c in s.cases]
             for field in spec.slices:
                 for value in sorted({c.slices[field] for c in cases if field in c.slices}):
+                    name = f"{spec.name}[{field}={value}]"
                     yield MetricItem.from_parent(
-                        self, name=f"{spec.name}[{field}={value}]", metric=spec.name,
+                        self, name=name, nodeid=item_nodeid(self, name), metric=spec.name,
                         slice_={"field": field, "value": value}, line=line,
                     )
         yield DecisionItem.from_parent(self, name=DECISION_ITEM, line=locator.line(("gate",)) or 1)

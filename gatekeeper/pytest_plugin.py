@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from gatekeeper.pytest_api import STATE, CaseFailed, Evaluate, GatekeeperState, describe_results
+from gatekeeper.pytest_api import STATE, CaseFailed, Evaluate, GatekeeperState, describe_results, item_nodeid
 from gatekeeper.testing import Project
 from gatekeeper.types import Case, GatekeeperError
 
@@ -108,7 +108,8 @@ class SuiteFile(pytest.File):
             for tag in case.tags:
                 state.register_marker(tag)
             for spec in state.models:
-                item = CaseItem.from_parent(self, name=f"{case.id}[{spec}]", case=case, spec=spec)
+                name = f"{case.id}[{spec}]"
+                item = CaseItem.from_parent(self, name=name, nodeid=item_nodeid(self, name), case=case, spec=spec)
                 for tag in case.tags:
                     item.add_marker(tag)
                 yield item
