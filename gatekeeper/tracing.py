@@ -40,6 +40,9 @@ def short(value: Any, width: int = 48) -> str:
     if isinstance(value, Mapping):
         return f"dict[{len(value)}]"
     kind = type(value).__name__
+    case = getattr(value, "case", None)  # a CaseResult: which case, which model
+    if isinstance(getattr(case, "key", None), str):
+        return f"{kind}({case.key}, {getattr(value, 'model', '?')})"
     for attr in ("key", "name", "run_id"):
         label = getattr(value, attr, None)
         if isinstance(label, str):
@@ -90,8 +93,8 @@ class HookTracer:
         started = self._starts[-1] if self._starts else time.perf_counter()
         took = (time.perf_counter() - started) * 1000
         exc = outcome.exception
-        result = f"raised {type(exc).__name__}: {exc}" if exc is not None else short(outcome.get_result())
-        self.line(f"{hook_name} returned {result}, done in {took:.2f} ms")
+        result = f"raised {type(exc).__name__}: {exc}" if exc is not None else f"returned {short(outcome.get_result())}"
+        self.line(f"{hook_name} {result}, done in {took:.2f} ms")
         if self._starts:
             self._starts.pop()
 

@@ -113,7 +113,7 @@ def test_last_failed_reruns_only_the_failures(demo: pytest.Pytester) -> None:
     failed = first.parseoutcomes()["failed"]
     again = demo.runpytest_subprocess("suites/", "--lf", "--gatekeeper-model", BASELINE)
     again.assert_outcomes(failed=failed)
-    again.stdout.fnmatch_lines(["*run-last-failure: rerun previous %d failures*" % failed])
+    again.stdout.fnmatch_lines([f"*run-last-failure: rerun previous {failed} failures*"])
 
 
 def test_each_case_runs_once_per_model_in_one_batch(demo: pytest.Pytester) -> None:

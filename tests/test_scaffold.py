@@ -71,8 +71,14 @@ prompt:
   messages:
     - {{role: user, content: "{{{{ input }}}}"}}
 cases:
-  - {{id: c1, input: "How long is the return window?", context: Returns are accepted within 30 days., keywords: [30 days]}}
-  - {{id: c2, input: "How much is express shipping?", context: Express shipping costs $15 and takes 2 days., keywords: [$15, 2 days]}}
+  - id: c1
+    input: "How long is the return window?"
+    context: Returns are accepted within 30 days.
+    keywords: [30 days]
+  - id: c2
+    input: "How much is express shipping?"
+    context: Express shipping costs $15 and takes 2 days.
+    keywords: [$15, 2 days]
 evaluators:
   - {{name: {evaluator}, threshold: 1.0}}
 detectors: [{detector}]
