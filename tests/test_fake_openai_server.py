@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import openai
 import pytest
@@ -153,3 +157,23 @@ def test_batch_with_invalid_line_fails_validation(fake_openai: FakeOpenAIServer)
     failed = c.batches.retrieve(batch.id)
     assert failed.status == "failed"
     assert "custom_id" in failed.errors.data[0].message  # type: ignore[union-attr,index,operator]
+
+
+def test_served_in_its_own_process_with_counters_over_http() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes", "--rate-limit-rps", "1", "--burst", "1"],
+                            cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip().removeprefix("READY ")
+        server_client = openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0)
+        server_client.chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError):
+            server_client.chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+        with urllib.request.urlopen(base_url.removesuffix("/v1") + "/_fake/counters") as response:
+            seen = json.loads(response.read())
+        assert seen["counters"] == {"requests": 2, "ok": 1, "429": 1}
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(30)

@@ -148,6 +148,22 @@ def test_limiter_halves_on_throttle_and_grows_on_success() -> None:
     assert grown == 5
 
 
+def test_limiter_halves_once_per_round_trip_not_once_per_429() -> None:
+    from gatekeeper.runner import AdaptiveLimiter
+
+    async def scenario() -> list[float]:
+        lim = AdaptiveLimiter(initial=16, maximum=16)
+        burst = [await lim.acquire() for _ in range(4)]  # four calls out, then a 429 storm
+        for sent in burst:
+            await lim.release("throttled", sent=sent)
+        after_storm = lim.limit
+        later = await lim.acquire()  # sent after the decrease: a new round trip
+        await lim.release("throttled", sent=later)
+        return [after_storm, lim.limit]
+
+    assert asyncio.run(scenario()) == [8, 4]
+
+
 def test_timeouts_are_retried_then_reported_as_errors(project: Project) -> None:
     project.write("suites/many.yaml", _suite(2))
     project.write("hang.py", "import time\ndef answer(m, p):\n    time.sleep(1)\n    return 'late'\n")

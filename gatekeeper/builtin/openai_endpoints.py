@@ -322,13 +322,6 @@ class Endpoint:
             self.rests += 1
             self.consecutive_failures = 0
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "endpoint": self.label, "calls": self.calls, "failures": self.failures,
-            "rested": self.rested_until > time.monotonic(),
-            "rpm": self.pacer.rpm, "tpm": self.pacer.tpm,
-        }
-
 
 class EndpointPool:
     """Chooses the endpoint for the next request: a usable one that can send soonest,

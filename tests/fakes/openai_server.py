@@ -242,6 +242,7 @@ class FakeOpenAIServer:
         app.router.add_get("/v1/batches/{batch_id}", self._get_batch)
         app.router.add_post("/v1/batches/{batch_id}/cancel", self._cancel_batch)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/_fake/counters", self._counters)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096, reuse_address=True)
@@ -449,6 +450,12 @@ class FakeOpenAIServer:
         payload = reply["response"] if "response" in reply else self.completion(body, reply)
         return web.json_response(payload, headers=headers)
 
+    async def _counters(self, request: web.Request) -> web.Response:
+        """What a test in another process asserts on (the server run by :func:`main`)."""
+        return web.json_response({"counters": dict(self.counters), "peak_in_flight": self.peak_in_flight,
+                                  "first_request": self.received_at[0] if self.received_at else None,
+                                  "last_request": self.received_at[-1] if self.received_at else None})
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
             {"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]})
@@ -628,3 +635,32 @@ class FakeOpenAIServer:
         batch["status"] = "completed"
         batch["finalizing_at"] = batch["completed_at"] = now
         self.counters["batches_completed"] += 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve in the foreground: prints ``READY <base_url>``, stops when stdin closes."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes")
+    parser.add_argument("--latency-s", type=float, default=0.0)
+    parser.add_argument("--rate-limit-rps", type=float)
+    parser.add_argument("--burst", type=float)
+    parser.add_argument("--retry-after-s", type=float, help="fixed Retry-After (default: the exact wait)")
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--storm-every-s", type=float)
+    parser.add_argument("--storm-duration-s", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    server = FakeOpenAIServer(
+        latency_s=args.latency_s, rate_limit_rps=args.rate_limit_rps, burst=args.burst,
+        retry_after_s=args.retry_after_s, error_rate=args.error_rate, seed=args.seed,
+        storm_every_s=args.storm_every_s, storm_duration_s=args.storm_duration_s,
+    )
+    with server:
+        print(f"READY {server.base_url}", flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
