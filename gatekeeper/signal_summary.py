@@ -65,42 +65,52 @@ def version_key(version: str) -> tuple[Any, ...]:
 # --------------------------------------------------------------------------- counting
 
 
-def _aggregations(columns: set[str]) -> list[pl.Expr]:
-    import polars as pl
-
-    verdict = pl.col("feedback_verdict")
-    aggs = [
-        pl.len().alias("signals"),
-        (verdict != "none").sum().alias("with_feedback"),
-        *[(verdict == v).sum().alias(v) for v in VERDICTS if v != "none"],
-        (~verdict.is_in(list(VERDICTS)) | verdict.is_null()).sum().alias("_invalid"),
-    ]
-    if "feedback_rating" in columns:
-        rating = pl.col("feedback_rating")
-        aggs += [rating.count().alias("rating_n"), rating.mean().alias("rating_mean"),
-                 rating.std().alias("rating_std"),
-                 ((rating < 1) | (rating > 5)).sum().alias("_invalid_rating")]
-    return aggs
-
-
 def count_frames(frame: pl.LazyFrame, by: Sequence[str]) -> list[pl.DataFrame]:
-    """[overall counts, overall flag counts, (per-slice counts, per-slice flag counts)] —
-    all collected in one pass over the source."""
+    """[overall counts, overall flag counts, (per-slice counts, per-slice flag counts)].
+
+    One pass over the source: a single ``group_by`` by version, slice values and verdict
+    (counts, rating count, sum and sum of squares) and one over the flagged rows only;
+    every coarser grouping is summed from those small frames.
+    """
     import polars as pl
 
     columns = set(frame.collect_schema().names())
     keys = ["model", "model_version"]
-    plans = []
-    for group in ([keys, [*keys, *by]] if by else [keys]):
-        plans.append(frame.group_by(group).agg(_aggregations(columns)))
-        if "flags" in columns:
-            plans.append(
-                frame.select([*group, "flags"]).explode("flags").drop_nulls("flags")
-                .group_by([*group, "flags"]).agg(pl.len().alias("k"))
-            )
-        else:
-            plans.append(pl.LazyFrame(schema={**{k: pl.String for k in group}, "flags": pl.String, "k": pl.UInt32}))
-    return list(pl.collect_all(plans))
+    finest = [*keys, *by]
+    rating = pl.col("feedback_rating") if "feedback_rating" in columns else pl.lit(None, dtype=pl.Float64)
+    cells = frame.group_by([*finest, "feedback_verdict"]).agg(
+        pl.len().alias("n"), rating.count().alias("rating_n"), rating.sum().alias("rating_sum"),
+        (rating * rating).sum().alias("rating_sq"),
+        ((rating < 1) | (rating > 5)).sum().alias("invalid_rating"),
+    )
+    if "flags" in columns:
+        flagged = (frame.filter(pl.col("flags").list.len() > 0).select([*finest, "flags"]).explode("flags")
+                   .drop_nulls("flags").group_by([*finest, "flags"]).agg(pl.len().alias("k")))
+    else:
+        flagged = pl.LazyFrame(schema={**dict.fromkeys(finest, pl.String), "flags": pl.String, "k": pl.UInt32})
+    cell_frame, flag_frame = pl.collect_all([cells, flagged])
+    out: list[pl.DataFrame] = []
+    for group in ([keys, finest] if by else [keys]):
+        out.append(_roll_up(cell_frame, group))
+        out.append(flag_frame.group_by([*group, "flags"]).agg(pl.col("k").sum()))
+    return out
+
+
+def _roll_up(cells: pl.DataFrame, group: list[str]) -> pl.DataFrame:
+    import polars as pl
+
+    verdict, n = pl.col("feedback_verdict"), pl.col("n")
+    rating_n, rating_sum, rating_sq = pl.col("rating_n").sum(), pl.col("rating_sum").sum(), pl.col("rating_sq").sum()
+    return cells.group_by(group).agg(
+        n.sum().alias("signals"),
+        n.filter(verdict != "none").sum().alias("with_feedback"),
+        *[n.filter(verdict == v).sum().alias(v) for v in VERDICTS if v != "none"],
+        n.filter(~verdict.is_in(list(VERDICTS)) | verdict.is_null()).sum().alias("_invalid"),
+        pl.col("invalid_rating").sum().alias("_invalid_rating"),
+        rating_n.alias("rating_n"),
+        (rating_sum / rating_n).alias("rating_mean"),
+        ((rating_sq - rating_sum * rating_sum / rating_n) / (rating_n - 1)).clip(0).sqrt().alias("rating_std"),
+    )
 
 
 def _count(location: str, registries: Mapping[str, Any], filters: SignalFilter, by: Sequence[str]) -> list[Any]:
