@@ -160,12 +160,32 @@ class GatekeeperState:
         if not self._models:
             configured = self.session.config.model
             if configured is None:
-                raise UsageError("no model: give --gatekeeper-model SPEC or set 'model' in gatekeeper.yaml",
-                                 field="--gatekeeper-model")
+                raise pytest.UsageError("gatekeeper: --gatekeeper-model: no model: give --gatekeeper-model SPEC "
+                                        "or set 'model' in gatekeeper.yaml")
             from gatekeeper.types import ModelSpec
 
             self._models = [str(ModelSpec.parse(configured))]
         return self._models
+
+    def validate(self) -> None:
+        """Fail the session at start-up, as a usage error, on a model spec no provider
+        handles (or no model at all), instead of failing every item later."""
+        from gatekeeper.types import ModelSpec
+
+        option = self.config.getoption
+        config = self.session.config
+        specs = (
+            [*self._models, *filter(None, [option("--gatekeeper-baseline")])] if self.check_mode
+            else self.models
+        )
+        try:
+            for spec in specs:
+                self.session.registries["models"].get(ModelSpec.parse(spec).provider, field="--gatekeeper-model")
+        except GatekeeperError as exc:
+            raise pytest.UsageError(f"gatekeeper: {exc}") from None
+        if self.check_mode and not (self._models or config.candidate):
+            raise pytest.UsageError("gatekeeper: --gatekeeper-model: give the candidate (or set 'candidate' "
+                                    "in gatekeeper.yaml)")
 
     def policy_path(self) -> Path:
         given = self.config.getoption("--gatekeeper-policy")

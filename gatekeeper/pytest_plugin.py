@@ -58,6 +58,8 @@ def pytest_configure(config: pytest.Config) -> None:
     state = GatekeeperState(config)
     config.stash[STATE] = state
     config.pluginmanager.register(state, "gatekeeper-state")
+    if state.active:
+        state.validate()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(state), "gatekeeper-xdist")
 

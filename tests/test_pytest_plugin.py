@@ -263,3 +263,19 @@ def test_gatekeeper_eval_fixture(demo: pytest.Pytester) -> None:
         "E       AssertionError: assert token_f1 has no threshold on inline-1::a on replay:inline.jsonl "
         "(value 0.000): give one, e.g. passed('token_f1', threshold=0.5)",
     ])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--gatekeeper-model", "nosuch:model"),
+     "gatekeeper: --gatekeeper-model: unknown model provider 'nosuch' (known: "),
+    (("--gatekeeper-model", "no-colon"), "gatekeeper: model: model spec 'no-colon' is not PROVIDER:NAME"),
+    (("--gatekeeper-check", "--gatekeeper-baseline", BASELINE, "--gatekeeper-policy", POLICY),
+     "gatekeeper: --gatekeeper-model: give the candidate"),
+    (("--gatekeeper-config", "missing.yaml"), "gatekeeper: missing.yaml: configuration file not found"),
+])
+def test_bad_options_stop_the_session_as_usage_errors(demo: pytest.Pytester, args: tuple[str, ...],
+                                                      message: str) -> None:
+    result = demo.runpytest_subprocess("suites/", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    assert message in result.stderr.str()
+    assert "Traceback" not in result.stderr.str()

@@ -16,6 +16,7 @@ import pytest
 from gatekeeper.builtin.scaffold import KINDS, api_spec
 from gatekeeper.testing import CLIResult, Project
 
+REPO = Path(__file__).resolve().parents[1]
 PREFIX = f"sc{os.getpid()}"
 """Names unique to this test process: a concurrent run sees other plugins, never these."""
 
@@ -211,3 +212,22 @@ def test_an_existing_directory_is_not_overwritten(project: Project) -> None:
     assert sorted(p.name for p in (project.path / "gatekeeper-mine").iterdir()) == ["keep.txt"]
     assert project.run("new-plugin", "mine", "--kind", "tuner", "--force").exit_code == 0
     assert (project.path / "gatekeeper-mine/keep.txt").read_text() == "mine"
+
+
+def python_blocks(page: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (REPO / "docs" / page).read_text(encoding="utf-8"), re.S)
+
+
+def test_the_walk_through_evaluator_and_its_test_run(project: Project) -> None:
+    """docs/writing_plugins.md: the local-plugin evaluator and the test that goes with it."""
+    blocks = python_blocks("writing_plugins.md")
+    plugin = next(b for b in blocks if b.startswith("# gatekeeper_plugins.py"))
+    test_code = next(b for b in blocks if "def test_polite_scores_a_suite" in b)
+    project.write("gatekeeper_plugins.py", plugin)
+    namespace: dict = {}
+    exec(compile(test_code, "writing_plugins.md", "exec"), namespace)
+    namespace["test_polite_scores_a_suite"](project)
+    project.write("suites/demo.yaml", (project.path / "suites/demo.yaml").read_text().replace(
+        "threshold: 1.0", "threshold: 1.0, wrods: [x]"))
+    result = project.run("run", "suites", "--model", "replay:answers.jsonl")
+    assert result.exit_code == 4 and "evaluators.polite.wrods: unknown parameter" in result.stderr
