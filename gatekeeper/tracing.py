@@ -40,9 +40,9 @@ def short(value: Any, width: int = 48) -> str:
     if isinstance(value, Mapping):
         return f"dict[{len(value)}]"
     kind = type(value).__name__
-    case = getattr(value, "case", None)  # a CaseResult: which case, which model
-    if isinstance(getattr(case, "key", None), str):
-        return f"{kind}({case.key}, {getattr(value, 'model', '?')})"
+    case_key = getattr(getattr(value, "case", None), "key", None)  # a CaseResult: which case, which model
+    if isinstance(case_key, str):
+        return f"{kind}({case_key}, {getattr(value, 'model', '?')})"
     for attr in ("key", "name", "run_id"):
         label = getattr(value, attr, None)
         if isinstance(label, str):
