@@ -136,10 +136,11 @@ def expected(prompt: str) -> str:
 def run_gatekeeper(base_url: str, n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         project = Project(Path(tmp))
-        cases = "".join(f"  - {{id: c{i:04d}, input: {p}, expected: '{expected(p)}'}}\n"
-                        for i, p in enumerate(prompts(n)))
-        project.write("suites/bench.yaml", "suite: bench\nprompt: {messages: [{role: user, content: '{{ input }}'}]}\n"
-                      "evaluators: [{name: exact_match, field: expected}]\ncases:\n" + cases)
+        project.write_jsonl("suites/bench.jsonl", [
+            {"id": f"c{i:04d}", "input": p, "expected": expected(p)} for i, p in enumerate(prompts(n))])
+        project.write("suites/bench.yaml", "suite: bench\ndataset: bench.jsonl\n"
+                      "prompt: {messages: [{role: user, content: '{{ input }}'}]}\n"
+                      "evaluators: [{name: exact_match, field: expected}]\n")
         spec = f"openai:{MODEL}?base_url={base_url}&api_key_env=BENCH_OPENAI_KEY"
         started = time.perf_counter()
         result = project.run("run", "suites", "--model", spec, "--out", "out", "--no-progress",

@@ -104,7 +104,9 @@ class AdaptiveLimiter:
                 self._successes = 0
                 if retry_after:
                     self.paused_until = max(self.paused_until, time.monotonic() + retry_after)
-            self._cond.notify_all()
+            # Wake only as many waiters as there are free slots: with thousands of cases
+            # waiting, waking them all on every release costs more than the calls.
+            self._cond.notify(max(0, int(self.limit) - self.in_flight))
 
 
 @dataclass

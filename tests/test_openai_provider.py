@@ -278,3 +278,25 @@ def test_killed_run_resumes_the_same_batch(project: Project, lose_state_file: bo
     assert code == 0, output
     assert server.counters["batches_created"] == 1 and server.counters["files_uploaded"] == 1
     assert len(record["cases"]) == 5 and not any(row["error"] for row in record["cases"])
+
+
+@pytest.mark.parametrize("limit", ["rpm=600", "tpm=157200"])  # both: 10 requests a second
+def test_configured_limits_space_the_requests(project: Project, fake_openai: FakeOpenAIServer, limit: str) -> None:
+    project.write("suites/remote.yaml", suite(6))
+    fast_runner(project)
+    name, value = limit.split("=")
+    code, _, output = run(project, spec(fake_openai, **{name: value}))
+    assert code == 0, output
+    # Scheduled 0.1 s apart (tpm: 262 estimated tokens each): the sixth leaves >= 0.5 s after the first.
+    assert fake_openai.received_at[-1] - fake_openai.received_at[0] >= 0.45
+
+
+def test_announced_limit_is_learned_so_429s_stop(project: Project) -> None:
+    project.write("suites/remote.yaml", suite(30))
+    fast_runner(project)
+    with FakeOpenAIServer(rate_limit_rps=10, burst=2, retry_after_s=None) as server:
+        code, record, output = run(project, spec(server))
+    assert code == 0, output
+    assert not any(row["error"] for row in record["cases"])
+    # Only the first wave, sent before any answer announced the limit, can meet a 429.
+    assert server.counters["429"] <= 8 and server.counters["ok"] == 30

@@ -187,11 +187,12 @@ class OpenAIModel(Model):
         import openai
 
         endpoint = self.pool.choose()
+        client = endpoint.client()  # first: making it imports the SDK, which must not eat paced time
         estimated = estimate_tokens(request)
         await endpoint.pacer.wait(estimated)
         body = request_body(endpoint.model_id, request, self.token_param)
         try:
-            raw = await endpoint.client().chat.completions.with_raw_response.create(**body)
+            raw = await client.chat.completions.with_raw_response.create(**body)
             endpoint.pacer.learn(raw.headers)
             data = json.loads(raw.text)
         except openai.RateLimitError as exc:
