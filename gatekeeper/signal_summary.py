@@ -120,7 +120,7 @@ def _count(location: str, registries: Mapping[str, Any], filters: SignalFilter, 
 
     try:
         frame = scan_signals(location, registries, filters)
-        _check_columns(frame, by, location)
+        _check_columns(frame, [*by, *filters.where], location, list(filters.where))
         frames = count_frames(frame, by)
     except UsageError:
         raise
@@ -150,7 +150,7 @@ def _row_by_row(location: str, registries: Mapping[str, Any], filters: SignalFil
     return frame if predicate is None else frame.filter(predicate)
 
 
-def _check_columns(frame: pl.LazyFrame, by: Sequence[str], location: str) -> None:
+def _check_columns(frame: pl.LazyFrame, by: Sequence[str], location: str, where: Sequence[str] = ()) -> None:
     names = frame.collect_schema().names()
     for column in NEEDED:
         if column not in names:
@@ -158,7 +158,8 @@ def _check_columns(frame: pl.LazyFrame, by: Sequence[str], location: str) -> Non
     for column in by:
         if column not in names:
             known = ", ".join(n for n in names if n not in ("messages", "context", "answer")) or "none"
-            raise UsageError(f"no field or attribute {column!r} to slice by (known: {known})", field="--by")
+            flag = "--by" if column not in where else "--where"
+            raise UsageError(f"no field or attribute {column!r} in the signals (known: {known})", field=flag)
 
 
 # --------------------------------------------------------------------------- summary

@@ -244,3 +244,12 @@ def test_a_plugin_signal_source_gets_summaries_through_the_default_scan(project)
     bad = project.run("signals", "summarize", "inline:a:accepted,b:maybe", env=NO_AUTOLOAD)
     assert bad.exit_code == 4
     assert "inline:2: feedback.verdict: Input should be" in bad.stderr
+
+
+def test_unreachable_database_is_a_harness_error_without_the_password(project):
+    location = "postgresql+psycopg://reader:s3cret-pw@127.0.0.1:1/nowhere?table=signals&connect_timeout=2"
+    result = project.run("signals", "summarize", location, env=NO_AUTOLOAD)
+    assert result.exit_code == 5
+    assert "postgresql+psycopg://reader:***@127.0.0.1:1/nowhere" in result.stderr
+    assert "the signals database failed" in result.stderr
+    assert "s3cret-pw" not in result.output

@@ -83,7 +83,9 @@ def test_summarize_json_by_slice_with_filters(history):
 def test_summarize_errors_are_usage_errors(history):
     result = run(history, "signals", "summarize", "signals.jsonl", "--by", "planet")
     assert result.exit_code == 4
-    assert "--by: no field or attribute 'planet' to slice by (known:" in result.stderr
+    assert "--by: no field or attribute 'planet' in the signals (known:" in result.stderr
+    result = run(history, "signals", "summarize", "signals.jsonl", "--where", "planet=mars")
+    assert result.exit_code == 4 and "--where: no field or attribute 'planet'" in result.stderr
     write_parquet(history.path / "bad.parquet", small_history())
     import polars as pl
 

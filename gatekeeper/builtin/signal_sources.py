@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 from gatekeeper import hookimpl
 from gatekeeper.kinds import RowRef, SignalSource
 from gatekeeper.signals import SignalFilter
-from gatekeeper.types import UsageError
+from gatekeeper.types import GatekeeperError, UsageError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -148,15 +148,20 @@ class SqlSource(SignalSource):
             url = "postgresql://" + url.removeprefix("postgres://")
         try:
             engine = sa.create_engine(url)
-        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        except ImportError as exc:
+            raise UsageError(f"the database driver is not installed ({exc}); for PostgreSQL: "
+                             "pip install 'gatekeeper[postgres]'", field="location") from None
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
             raise UsageError(f"cannot use database URL: {exc}", field="location") from None
         shown = engine.url.render_as_string(hide_password=True)
         try:
             table = sa.Table(table_name, sa.MetaData(), autoload_with=engine)
         except sa.exc.NoSuchTableError:
+            engine.dispose()
             raise UsageError(f"no table {table_name!r} (give ?table=NAME)", file=shown, field="location") from None
-        except sa.exc.OperationalError as exc:
-            raise UsageError(f"cannot connect: {exc.orig}", file=shown, field="location") from None
+        except sa.exc.DBAPIError as exc:
+            engine.dispose()
+            raise DatabaseUnavailable(shown, exc) from None
         return engine, table, f"{shown} table {table_name}"
 
     def _select(self, engine: sa.Engine, table: sa.Table, filters: SignalFilter) -> sa.Select[Any]:
@@ -181,6 +186,8 @@ class SqlSource(SignalSource):
         return query.order_by(*order) if order else query
 
     def read(self, location: str, filters: SignalFilter) -> Rows:
+        import sqlalchemy as sa
+
         engine, table, shown = self._connect(location)
         try:
             with engine.connect() as conn:
@@ -189,6 +196,8 @@ class SqlSource(SignalSource):
                     ident = row.get("id")
                     where = f"{shown} (id {ident})" if ident is not None else shown
                     yield RowRef(where, number), dict(row)
+        except sa.exc.DBAPIError as exc:
+            raise DatabaseUnavailable(shown, exc) from None
         finally:
             engine.dispose()
 
@@ -203,6 +212,16 @@ class SqlSource(SignalSource):
         finally:
             engine.dispose()
         return _filtered(frame.lazy(), filters)
+
+
+class DatabaseUnavailable(GatekeeperError):
+    """The signals database could not be reached or failed mid-read: a harness error (5)."""
+
+    exit_code = 5
+
+    def __init__(self, shown: str, exc: Exception) -> None:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        super().__init__(f"{shown}: the signals database failed: {reason}")
 
 
 def split_table(location: str) -> tuple[str, str]:
