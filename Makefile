@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-PLUGINS = plugins/gatekeeper-hf
+PLUGINS = plugins/gatekeeper-hf plugins/gatekeeper-mlflow
 TEST_PLUGINS = tests/plugins/gatekeeper-example
 
 .PHONY: demo test lint bench clean
