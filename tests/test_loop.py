@@ -183,7 +183,9 @@ def test_a_check_that_does_not_promote_ends_the_loop_without_promotion(project: 
 
 
 def test_loop_usage_errors(project: Project) -> None:
-    bad = project.run("loop", "--cases", "0")
-    assert bad.exit_code == 4 and "--cases must be at least 1" in bad.output
+    project.write("policy.yaml", LOOP_POLICY.read_text())
+    for bad_value in ("0", "regression=x"):
+        bad = project.run("loop", "--cases", bad_value, "--policy", "policy.yaml")
+        assert bad.exit_code == 4 and f"--cases {bad_value!r}: give N or SUITE=N with N >= 1" in bad.output
     missing = project.run("loop", "--policy", "nope.yaml")
     assert missing.exit_code == 4 and "nope.yaml: --policy: policy file not found" in missing.output

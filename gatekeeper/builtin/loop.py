@@ -178,14 +178,30 @@ class Loop:
     def suite_paths(self) -> list[str]:
         return list(self.args.suites) or [str(self.config.path(p)) for p in self.config.suites]
 
+    def case_limits(self) -> dict[str | None, int]:
+        """``--cases N`` (every suite) and ``--cases SUITE=N`` → suite name (None: any) → limit."""
+        limits: dict[str | None, int] = {}
+        for item in self.args.cases:
+            name, sep, number = item.rpartition("=")
+            try:
+                limit = int(number)
+            except ValueError:
+                limit = 0
+            if limit < 1:
+                raise UsageError(f"--cases {item!r}: give N or SUITE=N with N >= 1", field="--cases")
+            limits[name if sep else None] = limit
+        return limits
+
     def sample_keyword(self, paths: list[str]) -> str | None:
-        """A ``-k`` expression naming ``--cases`` cases per suite, chosen by the hash of their id."""
-        if not self.args.cases:
+        """A ``-k`` expression naming at most ``--cases`` cases of a suite, chosen by the hash of their id."""
+        limits = self.case_limits()
+        if not limits:
             return None
         ids: list[str] = []
         for suite in self.session.collect(paths):
+            limit = limits.get(suite.name, limits.get(None))
             ranked = sorted(suite.cases, key=lambda c: hashlib.sha256(c.id.encode()).hexdigest())
-            ids += [c.id for c in ranked[: self.args.cases]]
+            ids += [c.id for c in ranked[:limit]]
         return " or ".join(ids)
 
     def check(self, baseline: str, candidate: str, regression: Path) -> dict[str, Any]:
@@ -301,8 +317,9 @@ class LoopCommand(Command):
         parser.add_argument("--policy", help=f"PCCP policy (default: {BUNDLED_POLICY})")
         parser.add_argument("--suites", nargs="+", default=[], metavar="PATH",
                             help="suites checked besides the regression suite (default: config 'suites')")
-        parser.add_argument("--cases", type=int, metavar="N",
-                            help="check at most N cases per suite (chosen by the hash of their id; default: all)")
+        parser.add_argument("--cases", action="append", default=[], metavar="N|SUITE=N",
+                            help="check at most N cases of every suite, or of SUITE (repeatable; chosen by the "
+                            "hash of their id; default: all)")
         parser.add_argument("--tuner", default="lora", help="tuner (default: lora)")
         parser.add_argument("--steps", type=int, default=8, help="optimizer steps of the tuner (default: 8)")
         parser.add_argument("--seed", type=int, default=0, help="tuner seed (default: 0)")
@@ -321,9 +338,9 @@ class LoopCommand(Command):
         )
 
     def run(self, args: argparse.Namespace, session: Any) -> int:
-        if args.cases is not None and args.cases < 1:
-            raise UsageError("--cases must be at least 1", field="--cases")
-        return Loop(session, args).run()
+        loop = Loop(session, args)
+        loop.case_limits()  # a bad --cases fails before any work
+        return loop.run()
 
 
 @hookimpl
