@@ -172,9 +172,13 @@ def summarize(
     *,
     by: Sequence[str] = (),
     level: float = 0.95,
+    baseline_version: str | None = None,
 ) -> dict[str, Any]:
     """The summary record (``--json`` prints it): one group per model version, and per
-    version and slice value when ``by`` names slice fields."""
+    version and slice value when ``by`` names slice fields. With ``baseline_version``, every
+    other version's group also gets ``vs_baseline``: the difference of each rate from the
+    baseline version's group with the same model and slice, with Newcombe's hybrid score
+    interval (independent samples: the versions answered different traffic)."""
     filters = filters or SignalFilter()
     by = list(dict.fromkeys(by))
     frames = _count(location, registries, filters, by)
@@ -183,6 +187,8 @@ def summarize(
         groups += _groups(frames[2], frames[3], by, level)
     groups.sort(key=lambda g: (g["model"], version_key(g["model_version"]), len(g["slice"]),
                                [str(v) for v in g["slice"].values()]))
+    if baseline_version is not None:
+        _compare_to(groups, str(baseline_version), level)
     return {
         "schema": SUMMARY_SCHEMA,
         "location": location,
@@ -196,8 +202,38 @@ def summarize(
         "by": by,
         "confidence_level": level,
         "interval": "wilson",
+        "baseline_version": baseline_version,
         "groups": groups,
     }
+
+
+RATES = ("acceptance_rate", "edit_rate", "rejection_rate")
+
+
+def _compare_to(groups: list[dict[str, Any]], baseline: str, level: float) -> None:
+    from gatekeeper.stats import newcombe_independent_ci
+
+    def key(g: Mapping[str, Any]) -> tuple[Any, ...]:
+        return g["model"], tuple(sorted((k, str(v)) for k, v in g["slice"].items()))
+
+    bases = {key(g): g for g in groups if g["model_version"] == baseline}
+    if not bases:
+        raise UsageError(f"no signals of version {baseline!r} to compare with", field="--baseline-version")
+    for group in groups:
+        base = bases.get(key(group))
+        if base is None or group is base:
+            continue
+        deltas: dict[str, Any] = {}
+        pairs = [(r, group[r], base[r]) for r in RATES]
+        pairs += [(f"flag_rates.{f}", rate, base["flag_rates"].get(f, {"k": 0, "n": base["signals"]}))
+                  for f, rate in group["flag_rates"].items()]
+        for name, new, old in pairs:
+            if not new["n"] or not old["n"]:
+                deltas[name] = {"delta": None, "low": None, "high": None}
+                continue
+            low, high = newcombe_independent_ci(new["k"], new["n"], old["k"], old["n"], alpha=1 - level, sides="two")
+            deltas[name] = {"delta": new["k"] / new["n"] - old["k"] / old["n"], "low": low, "high": high}
+        group["vs_baseline"] = {"version": baseline, **deltas}
 
 
 def _groups(counts: pl.DataFrame, flags: pl.DataFrame, by: list[str], level: float) -> list[dict[str, Any]]:
@@ -236,6 +272,13 @@ def _pct(rate: Mapping[str, Any]) -> str:
     return f"{rate['rate'] * 100:5.1f}% [{rate['low'] * 100:4.1f}, {rate['high'] * 100:4.1f}]"
 
 
+def _points(delta: Mapping[str, Any] | None) -> str:
+    """A difference of rates in percentage points with its interval."""
+    if not delta or delta["delta"] is None:
+        return "-"
+    return f"{delta['delta'] * 100:+5.1f} [{delta['low'] * 100:+.1f}, {delta['high'] * 100:+.1f}]"
+
+
 def format_table(summary: Mapping[str, Any]) -> list[str]:
     """The summary as text lines, one block per model version."""
     lines: list[str] = []
@@ -262,10 +305,19 @@ def format_table(summary: Mapping[str, Any]) -> list[str]:
                f"{_pct(group['edit_rate']):>22} {_pct(group['rejection_rate']):>22} {shown:>12}")
         row += "".join(f" {_pct(group['flag_rates'][f]) if f in group['flag_rates'] else '-':>22}" for f in flags)
         lines.append(row)
+        if "vs_baseline" in group:
+            vs = group["vs_baseline"]
+            row = f"  {'  vs version ' + vs['version']:<26} {'':>6} " + " ".join(
+                f"{_points(vs[r]):>22}" for r in RATES) + f" {'':>12}"
+            row += "".join(f" {_points(vs.get(f'flag_rates.{f}')):>22}" for f in flags)
+            lines.append(row)
     if not summary["groups"]:
         lines.append("no signals match")
     else:
         lines.append("")
         lines.append(f"rates: accepted/edited/rejected of the signals with feedback, flags of all signals; "
                      f"[{level}% Wilson interval]")
+        if summary.get("baseline_version") is not None:
+            lines.append(f"vs version {summary['baseline_version']}: difference in percentage points "
+                         f"[{level}% Newcombe interval, independent samples]")
     return lines

@@ -228,3 +228,21 @@ def test_built_dataset_feeds_tune_with_its_provenance(history):
                   "--out", "runs/cand2")
     assert changed.exit_code == 4
     assert "sft.jsonl changed after it was built" in changed.stderr
+
+
+def test_summarize_compares_versions_with_newcombe_intervals(history):
+    result = run(history, "signals", "summarize", "signals.jsonl", "--baseline-version", "1", "--json")
+    assert result.exit_code == 0, result.output
+    groups = {g["model_version"]: g for g in json.loads(result.stdout)["groups"]}
+    assert "vs_baseline" not in groups["1"]
+    vs = groups["2"]["vs_baseline"]
+    assert vs["version"] == "1"
+    (l1, u1), (l2, u2) = wilson(2, 5), wilson(6, 9)
+    d = 2 / 5 - 6 / 9
+    assert vs["acceptance_rate"]["delta"] == pytest.approx(d)
+    assert vs["acceptance_rate"]["low"] == pytest.approx(d - math.hypot(2 / 5 - l1, u2 - 6 / 9))
+    assert vs["acceptance_rate"]["high"] == pytest.approx(d + math.hypot(u1 - 2 / 5, 6 / 9 - l2))
+    table = run(history, "signals", "summarize", "signals.jsonl", "--baseline-version", "1")
+    table.fnmatch_lines(["*(all)*5*40.0%*", "*vs version 1*-26.7 *", "vs version 1: difference in percentage points*"])
+    missing = run(history, "signals", "summarize", "signals.jsonl", "--baseline-version", "9")
+    assert missing.exit_code == 4 and "no signals of version '9'" in missing.stderr

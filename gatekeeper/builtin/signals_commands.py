@@ -109,6 +109,8 @@ class SignalsCommand(Command):
         summarize.add_argument("--by", action="append", default=[], metavar="FIELD",
                                help="also per value of this attribute, e.g. topic (repeatable or comma-separated)")
         summarize.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
+        summarize.add_argument("--baseline-version", metavar="VERSION",
+                               help="also show each other version's difference from this one (Newcombe interval)")
 
         suite = actions.add_parser(
             "build-suite", help="regression cases from corrected and rejected answers (the edit is expected)",
@@ -155,7 +157,8 @@ class SignalsCommand(Command):
         if not 0 < args.level < 1:
             raise UsageError("the confidence level must be between 0 and 1", field="--level")
         by = [f.strip() for item in args.by for f in item.split(",") if f.strip()]
-        summary = summarize(args.location, session.registries, _filters(args), by=by, level=args.level)
+        summary = summarize(args.location, session.registries, _filters(args), by=by, level=args.level,
+                            baseline_version=args.baseline_version)
         if args.json:
             session.echo(json.dumps(summary, indent=2, default=str))
         else:
