@@ -109,13 +109,13 @@ class ParquetSource(SignalSource):
     schemes = ("parquet", "pq")
 
     def read(self, location: str, filters: SignalFilter) -> Rows:
-        import polars as pl
+        import pyarrow.parquet as pq
 
         for path in _paths(location, self.schemes):
-            frame = pl.scan_parquet(path)
             row_no = 0
-            for batch in frame.collect(engine="streaming").iter_slices(10_000):
-                for row in batch.iter_rows(named=True):
+            # Batch by batch, so reading a large file row by row never holds all of it.
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+                for row in batch.to_pylist():
                     row_no += 1
                     yield RowRef(str(path), row_no), row
 
