@@ -246,3 +246,17 @@ def test_summarize_compares_versions_with_newcombe_intervals(history):
     table.fnmatch_lines(["*(all)*5*40.0%*", "*vs version 1*-26.7 *", "vs version 1: difference in percentage points*"])
     missing = run(history, "signals", "summarize", "signals.jsonl", "--baseline-version", "9")
     assert missing.exit_code == 4 and "no signals of version '9'" in missing.stderr
+
+
+def test_built_dataset_is_what_the_hf_tuners_read(history):
+    tuning = pytest.importorskip("gatekeeper_hf.tuning")
+    rows = [make_signal(i, verdict=("accepted", "edited")[i % 2]) for i in range(60)]
+    write_jsonl(history.path / "many.jsonl", rows)
+    assert run(history, "signals", "build-dataset", "many.jsonl", "--out", "data").exit_code == 0
+    manifest = history.read_json("data/manifest.json")
+    sft = tuning.read_sft_examples(history.path / "data/sft.jsonl")
+    pairs = tuning.read_dpo_examples(history.path / "data/preference.jsonl")
+    assert len(sft) == manifest["files"]["sft.jsonl"]["rows"] > 0
+    assert len(pairs) == manifest["files"]["preference.jsonl"]["rows"] > 0
+    assert {e.source for e in sft} == {"production-signals"}
+    assert all(p.messages[-1]["role"] == "user" and p.chosen.startswith("You have 45 days") for p in pairs)
