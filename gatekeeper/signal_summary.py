@@ -82,6 +82,7 @@ def count_frames(frame: pl.LazyFrame, by: Sequence[str]) -> list[pl.DataFrame]:
         pl.len().alias("n"), rating.count().alias("rating_n"), rating.sum().alias("rating_sum"),
         (rating * rating).sum().alias("rating_sq"),
         ((rating < 1) | (rating > 5)).sum().alias("invalid_rating"),
+        (pl.col("time").is_null().sum() if "time" in columns else pl.len()).alias("invalid_time"),
     )
     if "flags" in columns:
         flagged = (frame.filter(pl.col("flags").list.len() > 0).select([*finest, "flags"]).explode("flags")
@@ -107,6 +108,7 @@ def _roll_up(cells: pl.DataFrame, group: list[str]) -> pl.DataFrame:
         *[n.filter(verdict == v).sum().alias(v) for v in VERDICTS if v != "none"],
         n.filter(~verdict.is_in(list(VERDICTS)) | verdict.is_null()).sum().alias("_invalid"),
         pl.col("invalid_rating").sum().alias("_invalid_rating"),
+        pl.col("invalid_time").sum().alias("_invalid_time"),
         rating_n.alias("rating_n"),
         (rating_sum / rating_n).alias("rating_mean"),
         ((rating_sq - rating_sum * rating_sum / rating_n) / (rating_n - 1)).clip(0).sqrt().alias("rating_std"),
@@ -127,8 +129,9 @@ def _count(location: str, registries: Mapping[str, Any], filters: SignalFilter, 
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         return count_frames(_row_by_row(location, registries, filters, problem), by)
-    invalid = [c for c in ("_invalid", "_invalid_rating") if c in frames[0].columns and frames[0][c].sum()]
-    if invalid:
+    overall = frames[0]
+    invalid = [c for c in ("_invalid", "_invalid_rating", "_invalid_time") if overall[c].sum()]
+    if invalid or overall["model"].null_count() or overall["model_version"].null_count():
         return count_frames(_row_by_row(location, registries, filters, "invalid feedback values"), by)
     return frames
 

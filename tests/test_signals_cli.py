@@ -260,3 +260,15 @@ def test_built_dataset_is_what_the_hf_tuners_read(history):
     assert len(pairs) == manifest["files"]["preference.jsonl"]["rows"] > 0
     assert {e.source for e in sft} == {"production-signals"}
     assert all(p.messages[-1]["role"] == "user" and p.chosen.startswith("You have 45 days") for p in pairs)
+
+
+def test_summarize_names_a_bad_time_in_a_csv(history):
+    from tests.signal_support import write_csv
+
+    path = write_csv(history.path / "s.csv", small_history())
+    lines = path.read_text().splitlines()
+    lines[5] = lines[5].replace("2026-03-01T13:00:00", "13 o'clock")
+    path.write_text("\n".join(lines) + "\n")
+    result = run(history, "signals", "summarize", "s.csv")
+    assert result.exit_code == 4
+    assert "s.csv:6: time: Input should be a valid datetime" in result.stderr
