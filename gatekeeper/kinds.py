@@ -202,6 +202,9 @@ class Reporter:
 
     ``record["kind"]`` is ``"run"`` (results of ``gatekeeper run``) or ``"check"`` (a
     decision record). Reporters read nothing else, so old runs can be re-rendered.
+    ``record.get("attestations")``, when present, holds what was true when the report was
+    rendered but is not part of the record: the signed approvals and the audit chain's
+    state (see :mod:`gatekeeper.reports.context`). Never write it back into the record.
     """
 
     name: ClassVar[str]

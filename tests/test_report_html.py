@@ -105,6 +105,13 @@ def test_check_writes_a_self_contained_report_of_the_demo(project: Project) -> N
     models = section(page, "models")
     assert record["models"]["candidate"]["identity"]["digest"] in models
 
+    cases = section(page, "cases")
+    assert "80 cases × 3 metrics" in cases
+    assert cases.count("<tr><td>") == 80
+    # rental-fee-credit-05 lost its facts (1 → 0): the candidate's cell is marked worse.
+    row = re.search(r"<tr><td>rental-fee-credit-05</td>.*?</tr>", cases)
+    assert row and '<td class="num">1</td><td class="num worse">0</td>' in row.group(0)
+
     audit = section(page, "audit")
     assert "intact</span>, 1 records" in audit and "<td>check</td>" in audit
 
@@ -194,16 +201,25 @@ def test_run_reports_are_html_too(mini: Project) -> None:
     failures = section(page, "failures")
     assert "refund-2" in failures and "No idea." in failures and "refund-1" not in failures
 
+    (mini.path / "out/report.html").unlink()
+    rerun = mini.run("report", "out/results.json", "--format", "html")
+    assert rerun.exit_code == 0, rerun.output
+    assert "re-rendered run" in rerun.stdout and "No idea." in html(mini)
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["report", "nowhere"], "no decision.json or results.json here"),
         (["report", "out", "--format", "pdfx"], "unknown reporter 'pdfx'"),
+        (["report", "stray.json"], "stray.json: not a gatekeeper decision or run record (schema 'x/1')"),
+        (["report", "broken.json"], "broken.json:1: invalid JSON"),
     ],
 )
 def test_report_usage_errors_exit_4(mini: Project, args: list[str], message: str) -> None:
     assert mini.run("run", "suites", "--model", "replay:good.jsonl", "--out", "out").exit_code == 0
+    mini.write("stray.json", '{"schema": "x/1", "kind": "check"}')
+    mini.write("broken.json", '{"schema": ')
     result = mini.run(*args)
     assert result.exit_code == 4, result.output
     assert message in result.stderr and result.stderr.count("\n") == 1

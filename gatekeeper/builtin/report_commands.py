@@ -15,6 +15,9 @@ from gatekeeper.kinds import Command
 from gatekeeper.types import UsageError
 
 
+RECORD_SCHEMAS = ("gatekeeper.decision/", "gatekeeper.results/")
+
+
 def _audit_log(session: Any) -> Path:
     return Path(session.config.path(session.config.audit_log))
 
@@ -43,8 +46,10 @@ class ReportCommand(Command):
         from gatekeeper.session import read_record
 
         record = read_record(args.run)
-        if record.get("kind") not in ("check", "run"):
-            raise UsageError("not a gatekeeper decision or run record (no 'kind')", file=str(args.run))
+        schema = str(record.get("schema", ""))
+        if not schema.startswith(RECORD_SCHEMAS) or record.get("kind") not in ("check", "run"):
+            raise UsageError(f"not a gatekeeper decision or run record (schema {schema or 'missing'!r})",
+                             file=str(args.run))
         chromium = require_chromium() if args.pdf else None
         registry = session.registries["reporters"]
         formats = list(dict.fromkeys(args.formats or registry.names()))
