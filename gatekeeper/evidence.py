@@ -223,6 +223,8 @@ class Verification:
     extra: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)
+    """One line per valid approval signature in ``run/approvals.jsonl``."""
 
     @property
     def ok(self) -> bool:
@@ -274,6 +276,7 @@ def verify_bundle(path: Path) -> Verification:
             _check_members(zf, manifest, result)
             _check_record(zf, manifest, result)
             _check_audit_records(zf, result)
+            _check_signatures(zf, manifest, result)
     except zipfile.BadZipFile as exc:
         raise _not_a_bundle(path, f"damaged zip ({exc})") from None
     return result
@@ -338,6 +341,36 @@ def _check_audit_records(zf: zipfile.ZipFile, result: Verification) -> None:
             continue
         if not isinstance(rec, dict) or rec.get("hash") != record_digest(rec):
             result.problems.append(f"audit/records.jsonl:{number}: the record does not hash to its 'hash'")
+
+
+def _check_signatures(zf: zipfile.ZipFile, manifest: dict[str, Any], result: Verification) -> None:
+    """Each approval in the bundle must verify and sign the bundled decision record."""
+    from gatekeeper.approvals import verify_signature
+
+    if "run/approvals.jsonl" not in zf.namelist():
+        return
+    try:
+        lines = zf.read("run/approvals.jsonl").decode("utf-8").splitlines()
+    except (UnicodeDecodeError, zipfile.BadZipFile):
+        result.problems.append("run/approvals.jsonl is not UTF-8 text")
+        return
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            approval = json.loads(line)
+            why = verify_signature(approval) if isinstance(approval, dict) else "not a JSON object"
+        except (json.JSONDecodeError, KeyError) as exc:
+            why = f"not an approval ({exc})"
+            approval = {}
+        if not why and manifest.get("record_hash") and approval.get("record_hash") != manifest["record_hash"]:
+            why = "it signs a different decision record"
+        where = f"run/approvals.jsonl:{number}"
+        if why:
+            result.problems.append(f"{where}: {why}")
+        else:
+            result.signatures.append(f"{approval.get('signer')} as {approval.get('role') or 'no role'} "
+                                     f"({approval.get('meaning')}) at {approval.get('time')}")
 
 
 def find_in_audit(audit_log: Path, manifest_sha256: str) -> dict[str, Any] | None:

@@ -79,6 +79,21 @@ def test_bundle_holds_the_evidence_and_verifies(project: Project) -> None:
     assert verify.exit_code == 0, verify.output
     assert f"evidence OK: {len(manifest['members'])} members match the manifest" in verify.stdout
     assert "manifest recorded in the audit trail: record 3" in verify.stdout
+    assert "  signature valid: Sam Support as support-product-owner (approval) at " in verify.stdout
+
+    # A forged signature line (the signer's name changed) is caught inside the bundle.
+    with zipfile.ZipFile(bundle) as zf:
+        approvals = zf.read("run/approvals.jsonl")
+    forged = approvals.replace(b'"signer":"Sam Support"', b'"signer":"Mallory"')
+    assert forged != approvals
+    manifest_forged = {**manifest, "members": [
+        {**m, "sha256": hashlib.sha256(forged).hexdigest()} if m["path"] == "run/approvals.jsonl" else m
+        for m in manifest["members"]]}
+    rewrite(bundle, project.path / "forged.zip", change={
+        "run/approvals.jsonl": forged, "manifest.json": json.dumps(manifest_forged).encode()})
+    bad = project.run("evidence", "verify", "forged.zip")
+    assert bad.exit_code == 1
+    assert "problem: run/approvals.jsonl:1: the signature does not verify" in bad.stdout
     assert project.run("evidence", "verify", "bundle.zip", "--expect", manifest_sha).exit_code == 0
 
 

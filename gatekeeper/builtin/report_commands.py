@@ -14,7 +14,6 @@ from gatekeeper import hookimpl
 from gatekeeper.kinds import Command
 from gatekeeper.types import UsageError
 
-
 RECORD_SCHEMAS = ("gatekeeper.decision/", "gatekeeper.results/")
 
 
@@ -148,6 +147,8 @@ class EvidenceCommand(Command):
             session.echo(f"  changed: {name}")
         for problem in result.problems:
             session.echo(f"  problem: {problem}")
+        for signature in result.signatures:
+            session.echo(f"  signature valid: {signature}")
         expected_ok = expect is None or expect.strip().lower() == result.manifest_sha256
         if not expected_ok:
             session.echo(f"  manifest SHA-256 is not the expected {expect}: the manifest was rewritten")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.reports.common import ATTESTATIONS_KEY
+from gatekeeper.reports.common import ATTESTATIONS_KEY, record_body
 from gatekeeper.types import UsageError
 
 if TYPE_CHECKING:
@@ -84,8 +84,6 @@ def run_audit_records(log: Any, record: dict[str, Any], digest: str | None = Non
 
 
 def attestations(record: dict[str, Any], *, run_dir: Path | None, audit_log: Path | None) -> dict[str, Any]:
-    from gatekeeper.reports.common import record_body
-
     from gatekeeper.approvals import record_hash
 
     body = record_body(record)
