@@ -231,3 +231,47 @@ def test_pdf_without_chromium_is_a_clear_usage_error(mini: Project) -> None:
     assert result.exit_code == 4
     assert "--pdf needs headless Chromium and none was found" in result.stderr
     assert not (mini.path / "out/report.pdf").exists()
+
+
+SPEED_SUITE = """
+suite: speed
+prompt: {messages: [{role: user, content: "{{ input }}"}]}
+dataset: cases.jsonl
+evaluators:
+  - {name: contains, as: facts, field: facts, mode: all}
+  - {name: latency, max_ms: 5000}
+"""
+SPEED_POLICY = """
+metadata: {id: speed-pccp, title: Speed plan, version: "1", effective_date: 2026-01-01, owner: qa}
+modifications:
+  - {id: M1, type: prompt_template_change, description: prompt, authorization: automatic,
+     evaluation: [facts, latency]}
+performance_evaluation:
+  suites: [speed]
+  metrics:
+    - {name: facts, metric: facts, direction: higher, hypothesis: non_inferiority, margin: 0.1,
+       ci_method: tango, critical: true}
+    - {name: latency, metric: latency, direction: lower, hypothesis: non_inferiority, margin: 100,
+       ci_method: bootstrap_percentile}
+impact_assessment: {intended_use: tests}
+traceability:
+  - {modification: M1, evaluations: [facts, latency], rationale: both}
+"""
+
+
+def test_metrics_on_different_scales_get_their_own_forest_plot(project: Project) -> None:
+    project.write("suites/speed.yaml", SPEED_SUITE)
+    project.write_jsonl("suites/cases.jsonl", [{"id": f"c{i}", "input": f"q{i}", "facts": ["yes"]}
+                                                for i in range(40)])
+    project.write_jsonl("base.jsonl", [{"id": f"c{i}", "output": "yes", "latency_ms": 800 + (i % 7) * 10}
+                                        for i in range(40)])
+    project.write_jsonl("cand.jsonl", [{"id": f"c{i}", "output": "yes", "latency_ms": 810 + (i % 5) * 10}
+                                        for i in range(40)])
+    project.write("policy.yaml", SPEED_POLICY)
+    result = project.run("check", "suites", "--baseline", "replay:base.jsonl", "--candidate", "replay:cand.jsonl",
+                         "--policy", "policy.yaml", "--out", "out", "--no-progress")
+    assert result.exit_code == 0, result.output
+    metrics = section(html(project), "metrics")
+    plots = re.findall(r'<svg class="forest".*?</svg>', metrics, re.S)
+    assert len(plots) == 2  # a Δ of ~0 on a 0..1 rate and a Δ of ~10 ms do not share an axis
+    assert ">facts ★</text>" in plots[0] and ">latency</text>" in plots[1]

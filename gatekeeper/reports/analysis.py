@@ -190,6 +190,28 @@ def forest(rows: Sequence[Mapping[str, Any]], *, label_width: int = 230, plot_wi
     return Forest(items, label_width + plot_width + 90, height, label_width, plot_width, x(0.0), ticks)
 
 
+def scale_groups(rows: Sequence[Mapping[str, Any]], ratio: float = 20.0) -> list[list[Mapping[str, Any]]]:
+    """Metric rows split so that one plot never mixes scales (a latency Δ in ms would flatten
+    a rate's Δ): rows whose largest magnitude is within ``ratio`` of each other share a plot."""
+    def magnitude(m: Mapping[str, Any]) -> float:
+        bounds = decision_bounds(m.get("hypothesis"), m.get("margin"), m.get("direction"))
+        values = [abs(v) for v in (m.get("delta"), m.get("ci_low"), m.get("ci_high"), *bounds) if v is not None]
+        return max(values, default=0.0)
+
+    groups: list[list[Mapping[str, Any]]] = []
+    scales: list[float] = []
+    for m in rows:
+        size = magnitude(m)
+        for group, scale in zip(groups, scales, strict=True):
+            if size == 0.0 or scale == 0.0 or max(size, scale) / min(size, scale) <= ratio:
+                group.append(m)
+                break
+        else:
+            groups.append([m])
+            scales.append(size)
+    return groups
+
+
 # --------------------------------------------------------------------------- distributions
 
 

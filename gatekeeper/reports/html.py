@@ -83,7 +83,7 @@ def view(record: dict[str, Any], *, print_mode: bool = False) -> dict[str, Any]:
         "attestations": record.get(ATTESTATIONS_KEY),
         "pccp": (body.get("policy") or {}).get("pccp") or {},
         "overall": overall,
-        "forest": analysis.forest(overall),
+        "forests": [f for group in analysis.scale_groups(overall) if (f := analysis.forest(group))],
         "slices": [
             {"name": name, "field": field, "rows": rows, "forest": analysis.forest(rows, slices=True)}
             for name, group in slice_groups.items()
