@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import py_compile
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,52 +16,58 @@ from gatekeeper.testing import CLIResult, Project
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = f"sc{os.getpid()}"
-"""Names unique to this test process: a concurrent run sees other plugins, never these."""
+"""Names unique to this test process."""
 
 
 def name_of(kind: str) -> str:
     return f"{PREFIX}-{kind}"
 
 
-def pip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=900)
+class LayeredVenv:
+    """A throwaway virtual environment layered on the one running the tests.
 
+    Its site-packages first loads the test environment's (gatekeeper, pip, setuptools, the
+    first-party plugins), then its own, where the scaffolds are pip-installed. Installing
+    into the running environment instead would show half-installed entry points to every
+    test running concurrently (pytest-xdist) — an entry point whose module that process
+    cannot import — and leave them behind if the run were killed.
+    """
 
-def gatekeeper(project: Project, *args: str) -> CLIResult:
-    """A real child process: editable installs made after this process started are seen."""
-    return project.run_subprocess(*args, env={"GATEKEEPER_DEBUG": ""})
+    def __init__(self, root: Path) -> None:
+        import sysconfig
+        import venv
 
+        venv.EnvBuilder(with_pip=False).create(root)
+        self.python = root / "bin" / "python"
+        own = subprocess.run([str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        layered = sysconfig.get_paths()["purelib"]
+        Path(own, "00-gatekeeper-test-env.pth").write_text(f"import site; site.addsitedir({layered!r})\n")
 
-def remove_leftovers() -> None:
-    """Uninstall scaffolds that a killed earlier run left installed (their directory is gone)."""
-    stale = []
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"] or ""
-        if re.match(r"^gatekeeper-sc\d+-", name):
-            url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
-            if not Path(url.removeprefix("file://")).is_dir():
-                stale.append(name)
-    if stale:
-        pip("uninstall", "-y", "-q", *stale)
+    def run(self, *args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.python), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "GATEKEEPER_DEBUG": ""})
+
+    def gatekeeper(self, project: Project, *args: str) -> CLIResult:
+        proc = self.run("-m", "gatekeeper.cli", *args, cwd=project.path)
+        return CLIResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 @pytest.fixture
-def installed(tmp_path: Path):
-    """All six kinds scaffolded under tmp_path/plugins and pip-installed (one pip call)."""
-    remove_leftovers()
-    project = Project(tmp_path)
+def installed(tmp_path: Path) -> tuple[Project, list[Path], LayeredVenv]:
+    """All six kinds scaffolded under tmp_path/plugins and pip-installed, in one pip call."""
+    (tmp_path / "project").mkdir()
+    project = Project(tmp_path / "project")
     dists = []
     for kind in KINDS:
         result = project.run("new-plugin", name_of(kind), "--kind", kind, "--out", "plugins")
         assert result.exit_code == 0, result.output
-        dists.append(tmp_path / "plugins" / f"gatekeeper-{name_of(kind)}")
+        dists.append(project.path / "plugins" / f"gatekeeper-{name_of(kind)}")
+    env = LayeredVenv(tmp_path / "venv")
     editable = [arg for d in dists for arg in ("-e", str(d))]
-    done = pip("install", "-q", "--no-deps", "--no-build-isolation", *editable)
+    done = env.run("-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", *editable, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    try:
-        yield project, dists
-    finally:
-        pip("uninstall", "-y", "-q", *(d.name for d in dists))
+    return project, dists, env
 
 
 SUITE = """
@@ -86,8 +90,11 @@ detectors: [{detector}]
 """
 
 
-def test_every_kind_is_installed_listed_used_and_passes_its_own_tests(installed) -> None:
-    project, dists = installed
+def test_every_kind_is_installed_listed_used_and_passes_its_own_tests(
+    installed: tuple[Project, list[Path], LayeredVenv],
+) -> None:
+    project, dists, env = installed
+    gatekeeper = env.gatekeeper
     listed = gatekeeper(project, "plugins", "--json")
     assert listed.exit_code == 0, listed.output
     plugins = {p["name"]: p for p in json.loads(listed.stdout)}
@@ -152,17 +159,13 @@ def test_every_kind_is_installed_listed_used_and_passes_its_own_tests(installed)
         f"s = list(read_signals('{name_of('signal-source')}:export.json', PluginHost(load_config()).registries))\n"
         "print([(x.id, x.feedback.verdict) for x in s])\n"
     )
-    read = subprocess.run([sys.executable, "-c", code], cwd=project.path, capture_output=True, text=True,
-                          timeout=300)
+    read = env.run("-c", code, cwd=project.path)
     assert read.returncode == 0, read.stderr
     assert read.stdout.strip() == "[('s1', 'accepted')]"
 
     # Each distribution's own test passes, against the installed plugin.
-    own = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
-         *(str(d / "tests") for d in dists)],
-        cwd=project.path, capture_output=True, text=True, timeout=900,
-    )
+    own = env.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
+                  *(str(d / "tests") for d in dists), cwd=project.path)
     assert own.returncode == 0, own.stdout[-3000:] + own.stderr[-2000:]
     assert re.search(r"\b18 passed\b", own.stdout), own.stdout[-500:]
 
