@@ -155,9 +155,24 @@ def test_promote_and_rollback_through_the_cli(mlflow_server: str, tmp_path: Path
     project.run("registry", "show", "--model", model, *on).fnmatch_lines([
         f"{model} (mlflow)", "  @candidate   -> version 2    stage canary   traffic 10%*",
         "  @production  -> version 1    stage full     traffic 90%*"])
+    # Production says the canary is worse: monitor rolls it back on the MLflow registry.
+    project.write_jsonl("signals.jsonl", [
+        {"id": f"s{version}-{i}", "conversation_id": f"c{version}-{i}", "model": model, "model_version": version,
+         "time": f"2026-11-16T{i % 24:02d}:00:00Z", "messages": [{"role": "user", "content": f"q{i}"}],
+         "answer": "an answer", "feedback": {"verdict": "accepted" if i % 100 < rate else "rejected"}}
+        for version, rate, n in (("1", 70, 1000), ("2", 40, 400)) for i in range(n)])
+    watched = project.run("monitor", "--signals", "signals.jsonl", "--policy", "policy.yaml", *on)
+    assert watched.exit_code == 1, watched.output
+    assert "monitor: ROLLBACK" in watched.stdout
+    assert f"rolled back {model}@candidate: version 2 -> removed" in watched.stdout
+    target = MlflowRegistry(Config(root=tmp_path), mlflow_server)
+    assert target.aliases(model).keys() == {"production"}
+    assert [e["action"] for e in target.history(model)][-2:] == ["monitor", "rollback"]
+
+    again = project.run("promote", "out", "--stage", "canary", *on)
+    assert again.exit_code == 0, again.output
     full = project.run("promote", "out", *on)
     assert full.exit_code == 0, full.output
-    target = MlflowRegistry(Config(root=tmp_path), mlflow_server)
     assert target.aliases(model).keys() == {"production"} and target.get_alias(model, "production") == "2"
     assert target.versions(model)["2"]["provenance"]["verdict"] == "PROMOTE"
 
@@ -166,7 +181,7 @@ def test_promote_and_rollback_through_the_cli(mlflow_server: str, tmp_path: Path
     assert rolled.stdout.strip() == f"rolled back {model}@production: version 2 -> version 1"
     assert project.run("registry", "check", "--model", model, *on).stdout.endswith("OK\n")
     actions = [r["action"] for r in AuditLog(tmp_path / ".gatekeeper/audit.jsonl").records()]
-    assert actions == ["register", "check", "promote", "promote", "rollback"]
+    assert actions == ["register", "check", "promote", "monitor", "rollback", "promote", "promote", "rollback"]
     history = json.loads(project.run("registry", "history", "--model", model, "--json", *on).stdout)
-    assert [e["action"] for e in history] == ["register", "alias", "register", "alias", "alias", "remove_alias",
-                                              "rollback"]
+    assert [e["action"] for e in history] == ["register", "alias", "register", "alias", "monitor", "rollback",
+                                              "alias", "alias", "remove_alias", "rollback"]
