@@ -279,3 +279,26 @@ def test_bad_options_stop_the_session_as_usage_errors(demo: pytest.Pytester, arg
     assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
     assert message in result.stderr.str()
     assert "Traceback" not in result.stderr.str()
+
+
+COUNTING_MODEL = '''
+import os
+
+def answer(messages, params):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(f"calls-{worker}.log", "a") as fh:
+        fh.write(messages[-1]["content"][-30:].replace("\\n", " ") + "\\n")
+    return "I do not know."
+'''
+
+
+def test_under_xdist_each_worker_runs_its_share_once(demo: pytest.Pytester, monkeypatch) -> None:
+    demo.makepyfile(counting_model=COUNTING_MODEL)
+    monkeypatch.setenv("PYTHONPATH", str(demo.path))
+    result = demo.runpytest_subprocess("suites/", "-n", "2", "-p", "no:cacheprovider",
+                                       "--gatekeeper-model", "python:counting_model:answer")
+    result.assert_outcomes(failed=80)
+    calls = {p.name: p.read_text().splitlines() for p in demo.path.glob("calls-*.log")}
+    assert sorted(calls) == ["calls-gw0.log", "calls-gw1.log"]
+    assert all(calls.values())  # both workers answered cases
+    assert sum(len(lines) for lines in calls.values()) == 80  # one model call per case, none twice
