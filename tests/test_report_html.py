@@ -162,10 +162,14 @@ def test_report_of_an_older_record_without_the_policy_summary(project: Project) 
     assert demo_check(project)[0] == 0
     record = project.read_json("out/decision.json")
     del record["policy"]["pccp"]
+    for optional in ("selection", "environment", "scope", "test_sets", "approvals", "created"):
+        del record[optional]
     (project.path / "out/decision.json").write_text(json.dumps(record))
-    result = project.run("report", "out", "--format", "html")
+    result = project.run("report", "out", "--format", "html", "--format", "markdown", "--format", "junit")
     assert result.exit_code == 0, result.output
-    assert "predates the embedded policy summary" in html(project)
+    page = html(project)
+    assert "predates the embedded policy summary" in page
+    assert '<h1 class="decision" id="decision-state">PROMOTE</h1>' in page and "rental-fee-credit-05" in page
 
 
 def test_report_shows_signed_approvals_after_approve(project: Project) -> None:
@@ -214,12 +218,14 @@ def test_run_reports_are_html_too(mini: Project) -> None:
         (["report", "out", "--format", "pdfx"], "unknown reporter 'pdfx'"),
         (["report", "stray.json"], "stray.json: not a gatekeeper decision or run record (schema 'x/1')"),
         (["report", "broken.json"], "broken.json:1: invalid JSON"),
+        (["report", "thin.json"], "thin.json: the check record lacks field(s) models, suites, summary, stats,"),
     ],
 )
 def test_report_usage_errors_exit_4(mini: Project, args: list[str], message: str) -> None:
     assert mini.run("run", "suites", "--model", "replay:good.jsonl", "--out", "out").exit_code == 0
     mini.write("stray.json", '{"schema": "x/1", "kind": "check"}')
     mini.write("broken.json", '{"schema": ')
+    mini.write("thin.json", '{"schema": "gatekeeper.decision/1", "kind": "check", "run_id": "r1"}')
     result = mini.run(*args)
     assert result.exit_code == 4, result.output
     assert message in result.stderr and result.stderr.count("\n") == 1
@@ -275,3 +281,10 @@ def test_metrics_on_different_scales_get_their_own_forest_plot(project: Project)
     plots = re.findall(r'<svg class="forest".*?</svg>', metrics, re.S)
     assert len(plots) == 2  # a Δ of ~0 on a 0..1 rate and a Δ of ~10 ms do not share an axis
     assert ">facts ★</text>" in plots[0] and ">latency</text>" in plots[1]
+
+
+def test_readme_shows_the_committed_report_screenshot() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "](docs/report-screenshot.png)" in readme and "[docs/reports.md](docs/reports.md)" in readme
+    png = (REPO / "docs/report-screenshot.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000

@@ -41,6 +41,7 @@ class ReportCommand(Command):
 
     def run(self, args: argparse.Namespace, session: Any) -> int:
         from gatekeeper.reports.browser import require_chromium
+        from gatekeeper.reports.common import missing_fields
         from gatekeeper.reports.context import with_attestations
         from gatekeeper.session import read_record
 
@@ -48,6 +49,10 @@ class ReportCommand(Command):
         schema = str(record.get("schema", ""))
         if not schema.startswith(RECORD_SCHEMAS) or record.get("kind") not in ("check", "run"):
             raise UsageError(f"not a gatekeeper decision or run record (schema {schema or 'missing'!r})",
+                             file=str(args.run))
+        missing = missing_fields(record)
+        if missing:
+            raise UsageError(f"the {record['kind']} record lacks field(s) {', '.join(missing)}",
                              file=str(args.run))
         chromium = require_chromium() if args.pdf else None
         registry = session.registries["reporters"]

@@ -42,3 +42,15 @@ def ci_level(row: dict[str, Any]) -> float:
 def record_body(record: dict[str, Any]) -> dict[str, Any]:
     """The record as it is stored: without the in-memory attestations."""
     return {k: v for k, v in record.items() if k != ATTESTATIONS_KEY}
+
+
+REQUIRED_FIELDS = {
+    "run": ("run_id", "models", "suites", "summary", "stats", "case_index", "cases"),
+    "check": ("run_id", "models", "suites", "summary", "stats", "case_index", "cases", "decision", "reasons",
+              "metrics", "policy"),
+}
+
+
+def missing_fields(record: dict[str, Any]) -> list[str]:
+    """The top-level fields every reporter relies on that ``record`` lacks."""
+    return [name for name in REQUIRED_FIELDS.get(str(record.get("kind")), ()) if name not in record]
