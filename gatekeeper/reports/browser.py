@@ -130,7 +130,8 @@ class BrowserPage:
         )
         port = self._wait_for_port(profile / "DevToolsActivePort")
         target = self._page_target(port)
-        self._ws = websocket.create_connection(target, timeout=self.timeout_s, suppress_origin=True)
+        self._ws = websocket.create_connection(target, timeout=self.timeout_s, suppress_origin=True,
+                                               http_no_proxy=["127.0.0.1", "localhost"])
         for method in ("Page.enable", "Runtime.enable", "Log.enable", "Network.enable"):
             self.send(method)
         self.send("Emulation.setDeviceMetricsOverride",
@@ -165,7 +166,9 @@ class BrowserPage:
     def _page_target(self, port: int) -> str:
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as resp:
+            # A local address: never through an http_proxy the environment may set.
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(f"http://127.0.0.1:{port}/json/list", timeout=5) as resp:
                 targets = json.loads(resp.read())
             pages = [t for t in targets if t.get("type") == "page"]
             if pages:
