@@ -128,11 +128,13 @@ def verified_decision(run: Path, session: Any) -> tuple[dict[str, Any], str]:
     log = audit_log(session)
     if not log.path.is_file():
         raise PromotionRefused(f"no audit trail at {log.path}: the check of {run} was not recorded here")
-    verification = log.verify()
+    with log.lock:  # not while another command is appending its line
+        verification = log.verify()
+        records = log.records() if verification.ok else []
     if not verification.ok:
         raise PromotionRefused(f"the audit trail is broken at line {verification.first_bad} "
                                f"({verification.reason}); `gatekeeper audit verify` says more")
-    checks = [r for r in log.records() if r["action"] == "check" and r["subject"] == record.get("run_id")]
+    checks = [r for r in records if r["action"] == "check" and r["subject"] == record.get("run_id")]
     if not checks:
         raise PromotionRefused(f"{run}: run {record.get('run_id')!r} has no check record in the audit trail "
                                f"{log.path}")
