@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -130,8 +131,9 @@ class BrowserPage:
         )
         port = self._wait_for_port(profile / "DevToolsActivePort")
         target = self._page_target(port)
-        self._ws = websocket.create_connection(target, timeout=self.timeout_s, suppress_origin=True,
-                                               http_no_proxy=["127.0.0.1", "localhost"])
+        # Our own socket: websocket-client would send even 127.0.0.1 through $http_proxy.
+        sock = socket.create_connection(("127.0.0.1", port), timeout=self.timeout_s)
+        self._ws = websocket.create_connection(target, timeout=self.timeout_s, suppress_origin=True, socket=sock)
         for method in ("Page.enable", "Runtime.enable", "Log.enable", "Network.enable"):
             self.send(method)
         self.send("Emulation.setDeviceMetricsOverride",
