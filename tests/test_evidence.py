@@ -166,3 +166,18 @@ def test_not_a_bundle_exits_4(project: Project) -> None:
         assert result.exit_code == 4, result.output
         assert message in result.stderr
     assert project.run("evidence", "nowhere").exit_code == 4
+
+
+def test_a_plain_run_can_be_bundled_too(mini: Project) -> None:
+    assert mini.run("run", "suites", "--model", "replay:good.jsonl", "--out", "out").exit_code == 0
+    run_id = mini.read_json("out/results.json")["run_id"]
+    result = mini.run("evidence", "out")
+    assert result.exit_code == 0, result.output
+    bundle = mini.path / f"evidence-{run_id}.zip"
+    with zipfile.ZipFile(bundle) as zf:
+        names = set(zf.namelist())
+        manifest = json.loads(zf.read("manifest.json"))
+    assert {"run/results.json", "run/report.html", "project/suites/mini.yaml"} <= names
+    assert manifest["kind"] == "run" and manifest["record_hash"] is None
+    verify = mini.run("evidence", "verify", bundle.name)
+    assert verify.exit_code == 0 and "evidence OK" in verify.stdout
