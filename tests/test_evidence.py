@@ -95,6 +95,9 @@ def test_bundle_holds_the_evidence_and_verifies(project: Project) -> None:
     assert bad.exit_code == 1
     assert "problem: run/approvals.jsonl:1: the signature does not verify" in bad.stdout
     assert project.run("evidence", "verify", "bundle.zip", "--expect", manifest_sha).exit_code == 0
+    outcome = json.loads(project.run("evidence", "verify", "bundle.zip", "--json").stdout)
+    assert outcome["ok"] is True and outcome["audit_record"]["seq"] == 3
+    assert outcome["signatures"] and outcome["checked"] == len(manifest["members"])
 
 
 @pytest.mark.filterwarnings("ignore:Duplicate name")
@@ -122,6 +125,11 @@ def test_verify_finds_tampered_members(project: Project, how: str) -> None:
     assert result.exit_code == 1, result.output
     assert expected in result.stdout
     assert result.stdout.rstrip().endswith("evidence TAMPERED")
+    as_json = project.run("evidence", "verify", "tampered.zip", "--json")
+    assert as_json.exit_code == 1
+    outcome = json.loads(as_json.stdout)
+    assert outcome["ok"] is False and outcome["decision"] == "PROMOTE"
+    assert outcome[{"change": "changed", "drop": "missing", "add": "extra", "duplicate": "problems"}[how]]
 
 
 def test_a_consistently_rewritten_manifest_is_caught_by_its_recorded_hash(project: Project) -> None:

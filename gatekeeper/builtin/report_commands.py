@@ -98,6 +98,7 @@ class EvidenceCommand(Command):
         parser.add_argument("--out", type=Path, help="bundle to write (default: evidence-RUN_ID.zip)")
         parser.add_argument("--expect", metavar="SHA256",
                             help="verify: the manifest SHA-256 you were given (from the audit trail)")
+        parser.add_argument("--json", action="store_true", help="verify: print the outcome as JSON")
         parser.epilog = (
             "exit codes: 0 written / bundle intact, 1 bundle tampered (missing, extra or changed members), "
             "4 not a run directory, not a bundle, or a file changed since the run"
@@ -107,7 +108,7 @@ class EvidenceCommand(Command):
         if args.target[0] == "verify":
             if len(args.target) != 2:
                 raise UsageError("usage: gatekeeper evidence verify FILE.zip", field="verify")
-            return self._verify(Path(args.target[1]), args.expect, session)
+            return self._verify(Path(args.target[1]), args.expect, session, as_json=args.json)
         if len(args.target) != 1:
             raise UsageError("give one run directory (or: evidence verify FILE.zip)", field="RUN")
         return self._build(Path(args.target[0]), args.out, session)
@@ -137,37 +138,47 @@ class EvidenceCommand(Command):
         return 0
 
     @staticmethod
-    def _verify(path: Path, expect: str | None, session: Any) -> int:
+    def _verify(path: Path, expect: str | None, session: Any, *, as_json: bool = False) -> int:
+        import json
+
         from gatekeeper.evidence import find_in_audit, verify_bundle
 
         result = verify_bundle(path)
-        m = result.manifest
-        session.echo(f"bundle {path}: run {m.get('run_id')} ({m.get('decision') or m.get('kind')}), "
-                     f"{len(m['members'])} members, manifest SHA-256 {result.manifest_sha256}")
-        for name in result.missing:
-            session.echo(f"  missing: {name}")
-        for name in result.extra:
-            session.echo(f"  extra:   {name}")
-        for name in result.changed:
-            session.echo(f"  changed: {name}")
-        for problem in result.problems:
-            session.echo(f"  problem: {problem}")
-        for signature in result.signatures:
-            session.echo(f"  signature valid: {signature}")
         expected_ok = expect is None or expect.strip().lower() == result.manifest_sha256
-        if not expected_ok:
-            session.echo(f"  manifest SHA-256 is not the expected {expect}: the manifest was rewritten")
         noted = find_in_audit(_audit_log(session), result.manifest_sha256)
-        if noted:
-            session.echo(f"  manifest recorded in the audit trail: record {noted['seq']} at {noted['time']}")
+        ok = result.ok and expected_ok
+        if as_json:
+            session.echo(json.dumps({
+                "ok": ok, "bundle": str(path), "manifest_sha256": result.manifest_sha256,
+                "expected_manifest": expected_ok if expect is not None else None,
+                "run_id": result.manifest.get("run_id"), "decision": result.manifest.get("decision"),
+                "checked": result.checked, "missing": result.missing, "extra": result.extra,
+                "changed": result.changed, "problems": result.problems, "signatures": result.signatures,
+                "audit_record": {"seq": noted["seq"], "time": noted["time"], "hash": noted["hash"]} if noted else None,
+            }, indent=1))
         else:
-            session.echo("  manifest not found in this project's audit trail "
-                         "(check it against the trail where the bundle was made, or pass --expect)")
-        if result.ok and expected_ok:
-            session.echo(f"evidence OK: {result.checked} members match the manifest")
-            return 0
-        session.echo("evidence TAMPERED")
-        return 1
+            _print_verification(session, path, result, expect if not expected_ok else None, noted)
+            session.echo(f"evidence OK: {result.checked} members match the manifest" if ok else "evidence TAMPERED")
+        return 0 if ok else 1
+
+
+def _print_verification(session: Any, path: Path, result: Any, unexpected: str | None,
+                        noted: dict[str, Any] | None) -> None:
+    m = result.manifest
+    session.echo(f"bundle {path}: run {m.get('run_id')} ({m.get('decision') or m.get('kind')}), "
+                 f"{len(m['members'])} members, manifest SHA-256 {result.manifest_sha256}")
+    for label, items in (("missing: ", result.missing), ("extra:   ", result.extra),
+                         ("changed: ", result.changed), ("problem: ", result.problems),
+                         ("signature valid: ", result.signatures)):
+        for item in items:
+            session.echo(f"  {label}{item}")
+    if unexpected:
+        session.echo(f"  manifest SHA-256 is not the expected {unexpected}: the manifest was rewritten")
+    if noted:
+        session.echo(f"  manifest recorded in the audit trail: record {noted['seq']} at {noted['time']}")
+    else:
+        session.echo("  manifest not found in this project's audit trail "
+                     "(check it against the trail where the bundle was made, or pass --expect)")
 
 
 @hookimpl
