@@ -183,6 +183,11 @@ class GatekeeperState:
                 self.session.registries["models"].get(ModelSpec.parse(spec).provider, field="--gatekeeper-model")
         except GatekeeperError as exc:
             raise pytest.UsageError(f"gatekeeper: {exc}") from None
+        decisions = {"PROMOTE", "REJECT", "HOLD", "INCONCLUSIVE", "ERROR"}
+        fail_on = {d.strip().upper() for d in str(option("--gatekeeper-fail-on") or "").split(",") if d.strip()}
+        if fail_on - decisions:
+            raise pytest.UsageError(f"gatekeeper: --gatekeeper-fail-on: unknown decision "
+                                    f"{sorted(fail_on - decisions)[0]!r} (known: {', '.join(sorted(decisions))})")
         if self.check_mode and not (self._models or config.candidate):
             raise pytest.UsageError("gatekeeper: --gatekeeper-model: give the candidate (or set 'candidate' "
                                     "in gatekeeper.yaml)")

@@ -209,6 +209,14 @@ def test_check_failure_message_names_the_clause_and_numbers(demo: pytest.Pyteste
     ])
 
 
+def test_fail_on_adds_decisions_that_fail_the_session(demo: pytest.Pytester) -> None:
+    better = ("--gatekeeper-model", "replay:suites/recordings/candidate-better.jsonl", "-k", "decision")
+    assert demo.runpytest_subprocess(*CHECK, *better).ret == 0
+    strict = demo.runpytest_subprocess(*CHECK, *better, "--gatekeeper-fail-on", "REJECT,PROMOTE")
+    assert strict.ret == 1
+    strict.stdout.fnmatch_lines(["decision: PROMOTE (policy support-assistant-pccp v1.0, run *)"])
+
+
 def test_check_without_a_policy_is_a_usage_error(demo: pytest.Pytester) -> None:
     result = demo.runpytest_subprocess("suites/", "--gatekeeper-check", "--gatekeeper-model", BASELINE,
                                        "--gatekeeper-baseline", BASELINE)
@@ -272,6 +280,8 @@ def test_gatekeeper_eval_fixture(demo: pytest.Pytester) -> None:
     (("--gatekeeper-check", "--gatekeeper-baseline", BASELINE, "--gatekeeper-policy", POLICY),
      "gatekeeper: --gatekeeper-model: give the candidate"),
     (("--gatekeeper-config", "missing.yaml"), "gatekeeper: missing.yaml: configuration file not found"),
+    (("--gatekeeper-check", "--gatekeeper-model", BASELINE, "--gatekeeper-fail-on", "REJECT,MAYBE"),
+     "gatekeeper: --gatekeeper-fail-on: unknown decision 'MAYBE' (known: ERROR, HOLD, INCONCLUSIVE, PROMOTE, REJECT)"),
 ])
 def test_bad_options_stop_the_session_as_usage_errors(demo: pytest.Pytester, args: tuple[str, ...],
                                                       message: str) -> None:
