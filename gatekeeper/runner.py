@@ -104,8 +104,8 @@ class AdaptiveLimiter:
                 self._successes = 0
                 if retry_after:
                     self.paused_until = max(self.paused_until, time.monotonic() + retry_after)
-            # Wake only as many waiters as there are free slots: with thousands of cases
-            # waiting, waking them all on every release costs more than the calls.
+            # Wake only as many waiters as there are free slots, not the thousands of cases
+            # queued behind them (who would each wake to find none).
             self._cond.notify(max(0, int(self.limit) - self.in_flight))
 
 

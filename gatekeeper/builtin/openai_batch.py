@@ -106,7 +106,7 @@ class BatchJob:
                 errors += 1
                 if errors >= MAX_POLL_ERRORS:
                     # Retryable: the runner calls again and resumes this same batch.
-                    raise ProviderError(self.model._message(
+                    raise ProviderError(self.model.message(
                         self.endpoint, f"batch {batch_id}: polling failed {errors} times",
                         f"{type(exc).__name__}: {exc}"), retryable=True) from None
                 await asyncio.sleep(min(60.0, self.model.poll_s * 2 ** errors))
@@ -121,9 +121,9 @@ class BatchJob:
             if batch.status in FINISHED_BAD:
                 self.drop_state()
                 detail = "; ".join(e.message or "" for e in (batch.errors.data or [])) if batch.errors else ""
-                raise ProviderError(self.model._message(self.endpoint, f"batch {batch_id} {batch.status}", detail))
+                raise ProviderError(self.model.message(self.endpoint, f"batch {batch_id} {batch.status}", detail))
             if time.monotonic() - started > self.model.settings.batch_max_wait_s:
-                raise ProviderError(self.model._message(
+                raise ProviderError(self.model.message(
                     self.endpoint, f"batch {batch_id} still {batch.status} after "
                     f"{self.model.settings.batch_max_wait_s:g} s; run again later to resume it"))
             await asyncio.sleep(self.model.poll_s)
@@ -154,7 +154,7 @@ class BatchJob:
         if row.get("error") or response.get("status_code") != 200:
             error = row.get("error") or (body or {}).get("error") or {}
             message = error.get("message", "") if isinstance(error, dict) else str(error)
-            return Generation(text="", error=self.model._message(
+            return Generation(text="", error=self.model.message(
                 self.endpoint, f"batch {batch_id}: HTTP {response.get('status_code')}", message))
         try:
             gen = generation_from_completion(body, self.endpoint, price=self.model.price, factor=factor)
@@ -181,9 +181,9 @@ async def run_batch(model: OpenAIModel, requests: list[GenerationRequest]) -> li
         generations = await job.results(client, batch)
     except openai.NotFoundError as exc:
         job.drop_state()  # the batch is gone (deleted, or another account): submit anew next time
-        raise ProviderError(model._message(job.endpoint, "batch not found", exc.message), retryable=True) from None
+        raise ProviderError(model.message(job.endpoint, "batch not found", exc.message), retryable=True) from None
     except openai.APIError as exc:
-        raise ProviderError(model._message(job.endpoint, f"batch API: {type(exc).__name__}", exc.message),
+        raise ProviderError(model.message(job.endpoint, f"batch API: {type(exc).__name__}", exc.message),
                             retryable=True) from None
     job.drop_state()
     return generations

@@ -195,39 +195,11 @@ class OpenAIModel(Model):
             raw = await client.chat.completions.with_raw_response.create(**body)
             endpoint.pacer.learn(raw.headers)
             data = json.loads(raw.text)
-        except openai.RateLimitError as exc:
-            wait = retry_after_of(exc.response.headers)
-            endpoint.pacer.learn(exc.response.headers)
-            endpoint.pacer.pause(wait if wait is not None else 1.0)
-            raise RateLimited(self._message(endpoint, "rate limited (HTTP 429)", error_detail(exc)),
-                              retry_after=wait) from None
-        except openai.APITimeoutError:
-            endpoint.failed(self.settings)
-            raise ProviderError(self._message(endpoint, f"timed out after {endpoint.timeout:g} s"),
-                                retryable=True) from None
-        except openai.APIConnectionError as exc:
-            endpoint.failed(self.settings)
-            cause = f"{type(exc.__cause__).__name__}: {exc.__cause__}" if exc.__cause__ else str(exc)
-            raise ProviderError(self._message(endpoint, "connection failed", cause), retryable=True) from None
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            endpoint.failed(self.settings)
-            raise ProviderError(
-                self._message(endpoint, f"HTTP {exc.status_code}: check the key in ${endpoint.secret_env}",
-                              error_detail(exc)),
-                retryable=len(self.pool.endpoints) > 1,  # another endpoint may take it
-            ) from None
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500 or exc.status_code in (408, 409):
-                endpoint.failed(self.settings)
-                raise ProviderError(self._message(endpoint, f"HTTP {exc.status_code}", error_detail(exc)),
-                                    retryable=True) from None
-            # 400, 404, 422: this request is wrong for this model; retrying will not help.
-            endpoint.succeeded()
-            return Generation(text="", error=self._message(endpoint, f"HTTP {exc.status_code}", error_detail(exc)))
-        except (ValueError, openai.APIResponseValidationError) as exc:
-            endpoint.failed(self.settings)
-            raise ProviderError(self._message(
-                endpoint, "returned malformed JSON", f"{type(exc).__name__}: {exc}"[:200])) from None
+        except (openai.APIError, ValueError) as exc:
+            failure = self._failure(endpoint, exc)
+            if isinstance(failure, Generation):
+                return failure
+            raise failure from None
         try:
             generation = generation_from_completion(data, endpoint, price=self.price)
         except ProviderError:
@@ -237,7 +209,39 @@ class OpenAIModel(Model):
         endpoint.pacer.settle(estimated, generation.usage.get("total_tokens", estimated))
         return generation
 
-    def _message(self, endpoint: Endpoint, what: str, detail: str = "") -> str:
+    def _failure(self, endpoint: Endpoint, exc: Exception) -> ProviderError | Generation:
+        """What an SDK error means for the runner: retry later (429), retry (timeouts,
+        connections, 5xx), fail this case only (400, 404, 422), or stop (garbage)."""
+        import openai
+
+        if isinstance(exc, openai.RateLimitError):
+            wait = retry_after_of(exc.response.headers)
+            endpoint.pacer.learn(exc.response.headers)
+            endpoint.pacer.pause(wait if wait is not None else 1.0)
+            return RateLimited(self.message(endpoint, "rate limited (HTTP 429)", error_detail(exc)), retry_after=wait)
+        if isinstance(exc, openai.APIStatusError) and 400 <= exc.status_code < 500 and exc.status_code not in (
+            401, 403, 408, 409,
+        ):
+            endpoint.succeeded()  # the endpoint works; this request is wrong for it
+            return Generation(text="", error=self.message(endpoint, f"HTTP {exc.status_code}", error_detail(exc)))
+        endpoint.failed(self.settings)
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError(self.message(endpoint, f"timed out after {endpoint.timeout:g} s"), retryable=True)
+        if isinstance(exc, openai.APIConnectionError):
+            cause = f"{type(exc.__cause__).__name__}: {exc.__cause__}" if exc.__cause__ else str(exc)
+            return ProviderError(self.message(endpoint, "connection failed", cause), retryable=True)
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            return ProviderError(
+                self.message(endpoint, f"HTTP {exc.status_code}: check the key in ${endpoint.secret_env}",
+                             error_detail(exc)),
+                retryable=len(self.pool.endpoints) > 1,  # another endpoint may take it
+            )
+        if isinstance(exc, openai.APIStatusError):
+            return ProviderError(self.message(endpoint, f"HTTP {exc.status_code}", error_detail(exc)), retryable=True)
+        return ProviderError(self.message(endpoint, "returned malformed JSON", f"{type(exc).__name__}: {exc}"[:200]))
+
+    def message(self, endpoint: Endpoint, what: str, detail: str = "") -> str:
+        """An error message naming the endpoint, with every secret scrubbed."""
         text = f"endpoint {endpoint.label}: {what}" + (f": {detail}" if detail else "")
         return redact(text, self.pool.secrets())
 
