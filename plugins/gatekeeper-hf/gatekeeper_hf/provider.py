@@ -11,6 +11,7 @@ its own ``max_tokens`` and its own stop strings. Finished rows leave the batch.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import threading
 import time
@@ -179,6 +180,7 @@ class HFModel(Model):
         self.max_batch_size = batch_size
         self._lock = threading.Lock()
         self.eos_ids = _eos_ids(model, tokenizer)
+        self._cache_keyword = _cache_keyword(model)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         return await asyncio.to_thread(self.generate_sync, requests)
@@ -208,21 +210,13 @@ class HFModel(Model):
         import torch
 
         started = time.perf_counter()
-        encoded = self.tokenizer(
-            prompts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt"
-        )
-        input_ids = encoded["input_ids"].to(self.device)
-        attention = encoded["attention_mask"].to(self.device)
-        prompt_lengths = attention.sum(-1).tolist()
-        rows = [_Row(r, int(n), _generator(r, self.device)) for r, n in zip(requests, prompt_lengths, strict=True)]
+        token_lists = [
+            list(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts
+        ]
+        rows = [_Row(r, len(t), _generator(r, self.device)) for r, t in zip(requests, token_lists, strict=True)]
         active = list(range(len(rows)))
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            out = self.model(
-                input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1
-            )
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :]
+            logits, cache, attention, positions = self._prefill(token_lists)
             while active:
                 next_tokens = self._choose(logits, [rows[i] for i in active])
                 keep = [j for j, i in enumerate(active) if self._append(rows[i], next_tokens[j], started)]
@@ -240,12 +234,52 @@ class HFModel(Model):
                     input_ids=step_tokens,
                     attention_mask=attention,
                     position_ids=positions,
-                    past_key_values=cache,
                     use_cache=True,
+                    **{self._cache_keyword: cache},
                 )
-                cache = out.past_key_values
+                cache = _cache_of(out)
                 logits = out.logits[:, -1, :]
         return [self._finish(row) for row in rows]
+
+    def _prefill(self, token_lists: list[list[int]]) -> tuple[Any, Any, Any, Any]:
+        """Run the prompts of a batch, computing each shared prefix only once.
+
+        Prompts of one suite often share a long prefix (system prompt, retrieved passage).
+        Rows are grouped by :func:`prefix_groups`; each group's prefix runs once, its keys
+        and values are copied to the group's rows, then every row's remaining tokens run in
+        one batched call. A row's layout is ``[pad][prefix][pad][rest]``: padding sits where
+        the attention mask is 0, and position ids count only real tokens, so every row
+        computes exactly what it would alone. Returns the last logits, the cache, the
+        attention mask and the position ids of the last step.
+        """
+        import torch
+
+        groups = prefix_groups(token_lists)
+        prefix_of = {row: (g, length) for g, (members, length) in enumerate(groups) for row in members}
+        width = max(length for _, length in groups)
+        per_group = []
+        for members, length in groups:
+            ids = torch.tensor([token_lists[members[0]][:length]], device=self.device)
+            out = self.model(input_ids=ids, position_ids=torch.arange(length, device=self.device)[None],
+                             use_cache=True, logits_to_keep=1)
+            per_group.append(_cache_of(out))
+        n = len(token_lists)
+        rests = [token_lists[i][prefix_of[i][1]:] for i in range(n)]
+        rest_width = max(len(r) for r in rests)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((n, rest_width), int(pad_id), dtype=torch.long, device=self.device)
+        attention = torch.zeros((n, width + rest_width), dtype=torch.long, device=self.device)
+        positions = torch.zeros((n, rest_width), dtype=torch.long, device=self.device)
+        for i, rest in enumerate(rests):
+            length = prefix_of[i][1]
+            attention[i, width - length : width] = 1
+            attention[i, width + rest_width - len(rest) :] = 1
+            input_ids[i, rest_width - len(rest) :] = torch.tensor(rest, device=self.device)
+            positions[i, rest_width - len(rest) :] = torch.arange(length, length + len(rest), device=self.device)
+        cache = _stack_prefix_caches(self.model, per_group, [prefix_of[i][0] for i in range(n)], width)
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                         use_cache=True, logits_to_keep=1, **{self._cache_keyword: cache})
+        return out.logits[:, -1, :], _cache_of(out), attention, positions
 
     def _choose(self, logits: torch.Tensor, rows: list[_Row]) -> list[int]:
         """Greedy for temperature 0; otherwise one draw from the row's own generator."""
@@ -295,6 +329,80 @@ class HFModel(Model):
 
     async def aclose(self) -> None:
         self.model = None  # type: ignore[assignment]
+
+
+def prefix_groups(token_lists: list[list[int]], min_shared: int = 16) -> list[tuple[list[int], int]]:
+    """Partition rows into groups that share a token prefix, to compute it once per group.
+
+    Rows are sorted by their tokens, so rows with a common prefix are adjacent; a dynamic
+    programme over that order picks the contiguous groups that save the most prefix tokens
+    (a group of ``k`` rows sharing ``p`` tokens saves ``(k - 1) * p``). Returns
+    ``(rows, prefix_length)`` pairs; every row keeps at least one token of its own, and a
+    prefix shared by fewer than ``min_shared`` tokens is not worth a group.
+    """
+    order = sorted(range(len(token_lists)), key=lambda i: token_lists[i])
+    own = [len(token_lists[i]) - 1 for i in order]  # the most a row can put in a prefix
+
+    def common(a: list[int], b: list[int]) -> int:
+        n = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            n += 1
+        return n
+
+    adjacent = [common(token_lists[a], token_lists[b]) for a, b in itertools.pairwise(order)]
+    n = len(order)
+    best = [0.0] * (n + 1)  # best[j]: tokens saved by the best grouping of order[:j]
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        best[j], cut[j] = best[j - 1], j - 1
+        shared = own[j - 1]
+        for i in range(j - 2, -1, -1):  # group order[i:j]
+            shared = min(shared, adjacent[i], own[i])
+            if shared < min_shared:
+                break
+            if best[i] + (j - i - 1) * shared > best[j]:
+                best[j], cut[j] = best[i] + (j - i - 1) * shared, i
+    groups: list[tuple[list[int], int]] = []
+    j = n
+    while j > 0:
+        i = cut[j]
+        members = order[i:j]
+        shared = min([own[k] for k in range(i, j)] + adjacent[i : j - 1])
+        groups.append((members, shared if len(members) > 1 else own[i]))
+        j = i
+    return groups[::-1]
+
+
+def _stack_prefix_caches(model: PreTrainedModel, caches: list[Any], group_of_row: list[int], width: int) -> Any:
+    """One cache for the batch: row ``r`` gets its group's prefix keys/values, left-padded to ``width``."""
+    import torch
+    from transformers import DynamicCache
+
+    batch = DynamicCache(config=model.config)
+    for layer in range(len(caches[0].layers)):
+        keys, values = [], []
+        for cache in caches:
+            k, v = cache.layers[layer].keys, cache.layers[layer].values
+            pad = width - k.shape[2]
+            keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
+            values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+        index = torch.tensor(group_of_row, device=keys[0].device)
+        batch.update(torch.cat(keys)[index], torch.cat(values)[index], layer)
+    return batch
+
+
+def _cache_keyword(model: PreTrainedModel) -> str:
+    """transformers 5.2x renamed ``past_key_values`` to ``cache`` (the old name warns)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_of(output: Any) -> Any:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:

@@ -197,3 +197,38 @@ def test_the_plugin_registers_through_its_entry_point() -> None:
         "evaluators": ["semantic_similarity"],
         "detectors": ["embedding_grounding", "self_consistency"],
     }
+
+
+SHARED_CONTEXT = "Please open Settings and choose Billing to ask for a refund. " * 3
+
+
+def test_prompts_sharing_a_prefix_decode_as_transformers_generate_does(model: HFModel) -> None:
+    """Rows that share a long prefix (a suite's system prompt and passage) compute it once;
+    each still decodes exactly what transformers' own generate gives for it alone."""
+    import torch
+
+    questions = ["Where is my order?", "Hi", "What is the capital of France?", "Reset it?"]
+    requests = [request(SHARED_CONTEXT + q, max_tokens=10) for q in questions] + [request("Hi", max_tokens=10)]
+    ours = [g.text for g in model.generate_sync(requests)]
+    theirs = []
+    for r in requests:
+        ids = model.tokenizer(model.render(r), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            out = model.model.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=sorted(model.eos_ids),
+                                       pad_token_id=model.tokenizer.pad_token_id)
+        theirs.append(model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    assert ours == theirs
+    assert len(set(ours)) > 1
+
+
+def test_prefix_groups_share_the_longest_prefixes() -> None:
+    from gatekeeper_hf.provider import prefix_groups
+
+    system = list(range(100, 120))
+    passage_a, passage_b = list(range(200, 240)), list(range(300, 340))
+    rows = [system + passage_a + [1], system + passage_b + [2], system + passage_a + [3, 4],
+            system + passage_b + [5], [7, 8]]
+    groups = {tuple(sorted(members)): length for members, length in prefix_groups(rows)}
+    assert groups == {(0, 2): 60, (1, 3): 60, (4,): 1}
+    # Every row keeps at least one token of its own, even when one prompt prefixes another.
+    assert prefix_groups([[1] * 30, [1] * 30 + [2]]) == [([0, 1], 29)]
