@@ -199,6 +199,24 @@ def test_azure_openai_deployment(project: Project, fake_openai: FakeOpenAIServer
         f"{fake_openai.endpoint}/openai/deployments/prod-4o"]
 
 
+def test_azure_entra_id_token_and_yaml_mapping_spec(project: Project, fake_openai: FakeOpenAIServer) -> None:
+    project.write("suites/remote.yaml", suite(1))
+    project.write("gatekeeper.yaml", f"""
+runner: {{retries: 0}}
+model:
+  provider: openai
+  model: gpt-4o
+  azure_endpoint: "{fake_openai.endpoint}"
+  deployment: prod-4o
+  azure_ad_token_env: GK_TEST_AZURE_TOKEN
+""")
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJnYXRla2VlcGVyIn0.c2lnbmF0dXJl"
+    result = project.run("run", "suites", "--out", "out", env={**KEY_ENV, "GK_TEST_AZURE_TOKEN": token})
+    assert result.exit_code == 0, result.output
+    assert fake_openai.keys_seen == Counter({token: 1})  # sent as the bearer token
+    assert project.read_json("out/results.json")["cases"][0]["output"] == "You said: question 0"
+
+
 def test_config_and_spec_errors_are_usage_errors(project: Project, fake_openai: FakeOpenAIServer) -> None:
     project.write("suites/remote.yaml", suite(1))
     project.write("gatekeeper.yaml", """

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper import hookimpl
-from gatekeeper.builtin.commands import add_selection_arguments
+from gatekeeper.builtin.commands import add_selection_arguments, print_usage
 from gatekeeper.kinds import Command, Model
 from gatekeeper.types import ModelSpec, UsageError
 
@@ -198,6 +198,7 @@ def print_decision(session: Any, record: dict[str, Any]) -> None:
         session.echo(f"  {name:<28} {m['n']:>5} {f(m['baseline']):>9} {f(m['candidate']):>9} {d:>8}  {m['verdict']}")
     st = record["stats"]
     session.echo(f"model calls: {st['model_calls']} (cache hits: {st['cache_hits']}) in {st['wall_s']:.1f} s")
+    print_usage(session, st)
 
 
 class StatusCommand(Command):

@@ -35,10 +35,15 @@ def print_summary(session: Any, record: dict[str, Any]) -> None:
         f"model calls: {st['model_calls']} (cache hits: {st['cache_hits']}, retries: {st['retries']}, "
         f"generation errors: {st['generation_errors']}) in {st['wall_s']:.1f} s"
     )
-    if st.get("prompt_tokens") or st.get("completion_tokens"):
-        session.echo(f"tokens: {st['prompt_tokens']} prompt + {st['completion_tokens']} completion, "
-                     f"cost ${st.get('cost', 0.0):.6f}")
+    print_usage(session, st)
     print_generation_errors(session, record)
+
+
+def print_usage(session: Any, stats: dict[str, Any]) -> None:
+    """Tokens and dollars this run paid for (nothing when no provider reports usage)."""
+    if stats.get("prompt_tokens") or stats.get("completion_tokens"):
+        session.echo(f"tokens: {stats['prompt_tokens']} prompt + {stats['completion_tokens']} completion, "
+                     f"cost ${stats.get('cost', 0.0):.6f}")
 
 
 def print_generation_errors(session: Any, record: dict[str, Any], limit: int = 3) -> None:
