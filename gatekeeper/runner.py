@@ -276,8 +276,9 @@ class Runner:
             else:
                 scoring.append(asyncio.create_task(self._score(mrun, job, hit, ctx, bar, slots, index)))
 
-        # Similar prompt lengths in one batch waste less padding.
-        pending.sort(key=lambda i: sum(len(m["content"]) for m in jobs[i].request.messages))
+        # Prompts in text order: those sharing a prefix (system prompt, retrieved passage) land
+        # in one batch, where a batching model computes the prefix once (gatekeeper-hf does).
+        pending.sort(key=lambda i: [(m["role"], m["content"]) for m in jobs[i].request.messages])
         size = max(1, mrun.model.max_batch_size)
         batches = [pending[i : i + size] for i in range(0, len(pending), size)]
 
