@@ -36,6 +36,7 @@ from gatekeeper.types import (
     GenerationRequest,
     ModelIdentity,
     ModelSpec,
+    PluginError,
     ProviderError,
     RateLimited,
     UsageError,
@@ -259,6 +260,10 @@ class OpenAIProvider(ModelProvider):
                    "openai:MODEL[?base_url=URL&api_key_env=NAME&batch=true]")
 
     def load(self, spec: ModelSpec, config: Config) -> Model:
+        try:
+            import openai  # noqa: F401  (here, once: importing inside a timed call would eat its time)
+        except ImportError:
+            raise PluginError("openai", "the openai package is not installed: pip install openai") from None
         settings = load_settings(config.providers, config.source)
         unknown = set(spec.params) - ENDPOINT_PARAMS - MODEL_PARAMS
         if unknown:
