@@ -171,6 +171,7 @@ providers:
         code, record, output = run(project, "openai:gpt-fake")
     assert code == 0, output
     assert bad.counters["requests"] == 2  # two failures in a row, then rested for the rest of the run
+    assert "openai: endpoint broken failed 2 times in a row; resting it 60 s" in output
     assert good_a.counters["ok"] + good_b.counters["ok"] == 12
     assert min(good_a.counters["ok"], good_b.counters["ok"]) >= 5  # rotation between the healthy ones
     identity = record["models"]["openai:gpt-fake"]["identity"]

@@ -16,6 +16,7 @@ import asyncio
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -320,6 +321,8 @@ class Endpoint:
             rest = min(600.0, settings.rest_s * 2 ** self.rests)
             self.rested_until = time.monotonic() + rest
             self.rests += 1
+            print(f"  openai: endpoint {self.label} failed {self.consecutive_failures} times in a row; "
+                  f"resting it {rest:g} s", file=sys.stderr)
             self.consecutive_failures = 0
 
 
