@@ -148,20 +148,15 @@ def test_every_kind_is_installed_listed_used_and_passes_its_own_tests(
     assert "replay:cand/answers.jsonl" in shown.stdout and "production" in json.dumps(state)
     assert (project.path / "deploy/registry.json").is_file()
 
-    # signal source: gatekeeper's signal reader finds it by its location prefix.
+    # signal source: `gatekeeper signals` finds it by its location prefix.
     project.write("export.json", json.dumps([{
-        "id": "s1", "conversation_id": "c1", "time": "2025-03-01T10:00:00Z", "model": "support",
+        "id": f"s{i}", "conversation_id": f"c{i}", "time": "2025-03-01T10:00:00Z", "model": "support",
         "model_version": "3", "messages": [{"role": "user", "content": "Boots?"}], "answer": "45 days.",
-        "feedback": {"verdict": "accepted"}}]))
-    code = (
-        "from gatekeeper.config import load_config\nfrom gatekeeper.plugins import PluginHost\n"
-        "from gatekeeper.signals import read_signals\n"
-        f"s = list(read_signals('{name_of('signal-source')}:export.json', PluginHost(load_config()).registries))\n"
-        "print([(x.id, x.feedback.verdict) for x in s])\n"
-    )
-    read = env.run("-c", code, cwd=project.path)
-    assert read.returncode == 0, read.stderr
-    assert read.stdout.strip() == "[('s1', 'accepted')]"
+        "feedback": {"verdict": verdict}} for i, verdict in enumerate(["accepted", "accepted", "rejected"])]))
+    summary = gatekeeper(project, "signals", "summarize", f"{name_of('signal-source')}:export.json", "--json")
+    assert summary.exit_code == 0, summary.output
+    (group,) = json.loads(summary.stdout)["groups"]
+    assert (group["model_version"], group["signals"], group["acceptance_rate"]["k"]) == ("3", 3, 2)
 
     # Each distribution's own test passes, against the installed plugin.
     own = env.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",

@@ -40,8 +40,8 @@ KINDS: dict[str, Kind] = {
     "provider": Kind("models", "", "a gatekeeper model provider (NAME:MODEL specs) that echoes the last "
                      "user message", "Run a suite on it: `gatekeeper run suites --model NAME:echo`."),
     "signal-source": Kind("signal_sources", "Source", "a gatekeeper signal source reading JSON exports "
-                          "(NAME:PATH)", "Read signals from `NAME:exports/feedback.json` wherever gatekeeper "
-                          "takes a signal location."),
+                          "(NAME:PATH)",
+                          "Read signals with it: `gatekeeper signals summarize NAME:exports/feedback.json`."),
     "tuner": Kind("tuners", "Tuner", "a gatekeeper tuner that turns training answers into a replay "
                   "candidate, with its provenance",
                   "Make a candidate: `gatekeeper tune --tuner NAME --base SPEC --data DATA.jsonl --out DIR`."),
