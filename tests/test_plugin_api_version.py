@@ -37,6 +37,7 @@ def test_a_compatible_plugin_loads_and_shows_what_it_declares(project: Project, 
     assert result.exit_code == 0, result.output
     local = {p["name"]: p for p in json.loads(result.stdout)}["gatekeeper_plugins"]
     assert local["api"] == spec and local["registered"]["evaluators"] == ["polite"]
+    project.run("plugins").fnmatch_lines(["gatekeeper_plugins  [[]local]*", f"    plugin API: {spec}"])
 
 
 def test_a_plugin_for_another_api_is_refused_by_name(project: Project) -> None:

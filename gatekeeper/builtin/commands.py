@@ -117,6 +117,8 @@ class PluginsCommand(Command):
         for info in infos:
             dist = f"{info.distribution} {info.version}".strip() or "-"
             session.echo(f"{info.name}  [{info.source}]  {dist}")
+            if info.api:
+                session.echo(f"    plugin API: {info.api}")
             session.echo(f"    hooks: {', '.join(info.hooks) or '-'}")
             for kind, names in sorted(info.registered.items()):
                 if names:
