@@ -43,6 +43,14 @@ class CaseFailed(AssertionError):
 # --------------------------------------------------------------------------- messages
 
 
+def suite_thresholds(session: Session, suite: Suite) -> dict[str, Threshold]:
+    """Metric → (threshold, lower is better) for the suite's scorers that have one."""
+    return {
+        scorer.metric: (scorer.params.threshold, scorer.lower_is_better)
+        for scorer in session.scorers([suite])[suite.name] if scorer.params.threshold is not None
+    }
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -127,7 +135,14 @@ class GatekeeperState:
             return True
         from gatekeeper.config import find_config_file
 
-        return find_config_file(Path.cwd()) is not None and bool(self.session.config.model)
+        if find_config_file(Path.cwd()) is None:
+            return False
+        try:
+            return bool(self.session.config.model)
+        except pytest.UsageError as exc:  # not asked for: a broken config must not stop unrelated tests
+            self.config.issue_config_time_warning(
+                pytest.PytestConfigWarning(f"{exc}; gatekeeper suites are not collected"), stacklevel=2)
+            return False
 
     @property
     def session(self) -> Session:
@@ -240,11 +255,7 @@ class GatekeeperState:
         self._names[suite.name] = path
         if path not in self.suite_paths:
             self.suite_paths.append(path)
-        self.thresholds[suite.name] = {
-            scorer.metric: (scorer.params.threshold, scorer.lower_is_better)
-            for scorer in self.session.scorers([suite])[suite.name]
-            if scorer.params.threshold is not None
-        }
+        self.thresholds[suite.name] = suite_thresholds(self.session, suite)
         return suite
 
     def suite_of(self, case: Case) -> Suite:
@@ -492,11 +503,7 @@ class Evaluate:
         return out[0] if single else out
 
     def _thresholds(self, suites: Sequence[Suite], case: Case) -> dict[str, Threshold]:
-        suite = next(s for s in suites if s.name == case.suite)
-        return {
-            sc.metric: (sc.params.threshold, sc.lower_is_better)
-            for sc in self.state.session.scorers([suite])[suite.name] if sc.params.threshold is not None
-        }
+        return suite_thresholds(self.state.session, next(s for s in suites if s.name == case.suite))
 
     def _suite_case(self, ref: str) -> tuple[Suite, Case]:
         suite_name, sep, case_id = ref.rpartition("::")

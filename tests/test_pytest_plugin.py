@@ -312,3 +312,15 @@ def test_under_xdist_each_worker_runs_its_share_once(demo: pytest.Pytester, monk
     assert sorted(calls) == ["calls-gw0.log", "calls-gw1.log"]
     assert all(calls.values())  # both workers answered cases
     assert sum(len(lines) for lines in calls.values()) == 80  # one model call per case, none twice
+
+
+def test_a_broken_gatekeeper_config_does_not_stop_unrelated_tests(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", gatekeeper="model: [unclosed\n")
+    pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
+    result = pytester.runpytest_subprocess("test_plain.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*PytestConfigWarning: gatekeeper: *gatekeeper.yaml:1: invalid YAML*"
+                                 "gatekeeper suites are not collected*"])
+    asked = pytester.runpytest_subprocess("test_plain.py", "--gatekeeper-model", "replay:x.jsonl")
+    assert asked.ret == pytest.ExitCode.USAGE_ERROR
+    asked.stderr.fnmatch_lines(["ERROR: gatekeeper: *gatekeeper.yaml:1: invalid YAML*"])
