@@ -324,3 +324,20 @@ def test_a_broken_gatekeeper_config_does_not_stop_unrelated_tests(pytester: pyte
     asked = pytester.runpytest_subprocess("test_plain.py", "--gatekeeper-model", "replay:x.jsonl")
     assert asked.ret == pytest.ExitCode.USAGE_ERROR
     asked.stderr.fnmatch_lines(["ERROR: gatekeeper: *gatekeeper.yaml:1: invalid YAML*"])
+
+
+def test_gatekeeper_collection_hook_filters_and_orders_the_items(demo: pytest.Pytester) -> None:
+    demo.makepyfile(gatekeeper_plugins='''
+from gatekeeper import hookimpl
+
+@hookimpl
+def gatekeeper_collection_modifyitems(cases, config):
+    cases[:] = sorted((c for c in cases if c.id != "refund-timing-01"), key=lambda c: c.id, reverse=True)
+''')
+    result = demo.runpytest_subprocess("suites/", "-k", "refund-", "--gatekeeper-model", BASELINE,
+                                       "--collect-only", "-q")
+    ids = [line.split("::")[1].split("[")[0] for line in result.stdout.lines if "::" in line]
+    expected = sorted((i for i in refund_ids() if i.startswith("refund-") and i != "refund-timing-01"),
+                      reverse=True)
+    assert ids == expected and len(ids) == 4
+    result.stdout.fnmatch_lines(["4/80 tests collected (76 deselected)*"])
