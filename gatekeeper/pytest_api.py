@@ -117,6 +117,9 @@ class GatekeeperState:
         self.thresholds: dict[str, dict[str, Threshold]] = {}
         self.results: dict[tuple[str, str], list[CaseResult]] = {}
         self.stats: list[Any] = []
+        self.identities: dict[str, dict[str, Any]] = {}
+        self.worker_parts: list[dict[str, Any]] = []
+        self.written: list[Path] = []
         self.check: Any = None  # gatekeeper.pytest_check.CheckRun, in check mode
         self._markers: set[str] = set()
         self._names: dict[str, Path] = {}
@@ -296,6 +299,9 @@ class GatekeeperState:
             {spec: model}, suites, run_id=new_run_id(), specs={spec: spec}, progress=False, close_models=False,
         )
         self.stats.append(stats)
+        from gatekeeper.results import identity_entry
+
+        self.identities[spec] = identity_entry(spec, model.identity)
         grouped: dict[tuple[str, str], list[CaseResult]] = defaultdict(list)
         for result in results:
             grouped[(result.case.key, spec)].append(result)
@@ -311,6 +317,25 @@ class GatekeeperState:
 
     # ----------------------------------------------------------------- pytest hooks
 
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Case mode with --gatekeeper-out: the session's run record and reports."""
+        out = self.config.getoption("--gatekeeper-out")
+        if self.check_mode or not out or not self.active:
+            return
+        from gatekeeper.pytest_record import WORKER_KEY, local_part, write_record
+
+        part = local_part(self) if self.results else None
+        if self.is_worker:
+            if part is not None:
+                self.config.workeroutput[WORKER_KEY] = part  # type: ignore[attr-defined]
+            return
+        parts = [p for p in [part, *self.worker_parts] if p is not None]
+        if parts:
+            try:
+                self.written = write_record(self, parts, Path(out))
+            except GatekeeperError as exc:
+                raise pytest.UsageError(f"gatekeeper: {exc}") from None
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from gatekeeper.pytest_check import summarize_decision
 
@@ -319,6 +344,8 @@ class GatekeeperState:
             calls = sum(s.model_calls for s in self.stats)
             hits = sum(s.cache_hits for s in self.stats)
             lines.append(f"model calls: {calls} (cache hits: {hits}) in {len(self.stats)} batch(es)")
+        if self.written:
+            lines.append("wrote " + ", ".join(str(p) for p in self.written))
         if lines:
             terminalreporter.write_sep("-", "gatekeeper")
             for line in lines:

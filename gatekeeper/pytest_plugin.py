@@ -40,8 +40,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "(default: config 'baseline')")
     group.addoption("--gatekeeper-policy", metavar="PATH", help="PCCP policy for --gatekeeper-check "
                     "(default: config 'policy')")
-    group.addoption("--gatekeeper-out", metavar="DIR", help="where --gatekeeper-check writes its reports "
-                    "(default: config 'out')")
+    group.addoption("--gatekeeper-out", metavar="DIR", help="write the session's run record and reports "
+                    "there; with --gatekeeper-check, the decision record and reports (default: config 'out')")
     group.addoption("--gatekeeper-provenance", metavar="PATH",
                     help="the candidate's provenance.json for --gatekeeper-check")
     group.addoption("--gatekeeper-fail-on", default="REJECT", metavar="DECISIONS",
@@ -73,6 +73,14 @@ class XdistHooks:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["gatekeeper_run"] = self.state.run_uid
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        from gatekeeper.pytest_record import WORKER_KEY
+
+        part = getattr(node, "workeroutput", {}).get(WORKER_KEY)
+        if part is not None:
+            self.state.worker_parts.append(part)
 
 
 # --------------------------------------------------------------------------- collection

@@ -341,3 +341,30 @@ def gatekeeper_collection_modifyitems(cases, config):
                       reverse=True)
     assert ids == expected and len(ids) == 4
     result.stdout.fnmatch_lines(["4/80 tests collected (76 deselected)*"])
+
+
+def test_gatekeeper_out_writes_the_run_record_of_the_whole_session(demo: pytest.Pytester) -> None:
+    demo.makepyfile(gatekeeper_plugins='''
+from gatekeeper import hookimpl
+
+@hookimpl
+def gatekeeper_run_finish(run_id, record):
+    record.setdefault("plugins", {})["seen"] = len(record["cases"])
+''')
+    result = demo.runpytest_subprocess("suites/", "-n", "2", "-p", "no:cacheprovider", "--gatekeeper-model", BASELINE,
+                                       "--gatekeeper-out", "out")
+    result.stdout.fnmatch_lines(["wrote out/*results.json*"])
+    record = Project(demo.path).read_json("out/results.json")
+    reference = Project(demo.path)
+    ran = reference.run_subprocess("run", "suites", "--model", BASELINE, "--out", "ref", "--no-progress")
+    assert ran.exit_code == 1, ran.output
+    expected = reference.read_json("ref/results.json")
+    assert record["kind"] == "run" and record["plugins"] == {"seen": 80}
+    assert record["summary"] == expected["summary"]
+    # Identical cases; only where they were read from is spelled absolute (pytest's paths).
+    strip = lambda index: {k: {f: v for f, v in c.items() if f != "source"} for k, c in index.items()}  # noqa: E731
+    assert strip(record["case_index"]) == strip(expected["case_index"])
+    scores = lambda rec: {r["key"]: {m: s["value"] for m, s in r["scores"].items()} for r in rec["cases"]}  # noqa: E731
+    assert scores(record) == scores(expected)
+    assert record["suites"][0]["cases"] == 80 and record["stats"]["requests"] == 80
+    assert (demo.path / "out/junit.xml").is_file() and (demo.path / "out/summary.md").is_file()
