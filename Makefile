@@ -25,11 +25,14 @@ $(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcar
 
 DEMO_ADAPTER = .gatekeeper/adapters/support-demo
 DEMO_OUT     = gatekeeper-out/demo
+# Four optimizer steps of four conversations: about 100 s of two CPU cores (docs/benchmarks.md).
+DEMO_STEPS  ?= 4
 
 # The main job: tune once (reused afterwards), then a real gate on the embedded model.
 demo: $(BIN)/.installed
 	@test -f $(DEMO_ADAPTER)/provenance.json || $(BIN)/gatekeeper tune --tuner lora --base hf:smollm2 \
-	    --data suites/training/support_sft.jsonl --out $(DEMO_ADAPTER) --policy policies/support-assistant.yaml --param seed=0
+	    --data suites/training/support_sft.jsonl --out $(DEMO_ADAPTER) --policy policies/support-assistant.yaml \
+	    --param seed=0 --param max_steps=$(DEMO_STEPS)
 	@set +e; $(BIN)/gatekeeper check suites --baseline hf:smollm2 \
 	    --candidate "hf:smollm2?adapter=$(DEMO_ADAPTER)" \
 	    --policy policies/support-assistant.yaml --out $(DEMO_OUT); code=$$?; \

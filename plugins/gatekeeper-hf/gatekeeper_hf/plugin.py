@@ -13,6 +13,8 @@ from gatekeeper_hf.provider import HFProvider
 from gatekeeper_hf.scoring import EmbeddingGrounding, SelfConsistency, SemanticSimilarity
 from gatekeeper_hf.tuning import DpoTuner, LoraTuner
 
+gatekeeper_api = ">=1.0,<2"
+
 
 @hookimpl
 def gatekeeper_register_models(register: Register) -> None:
