@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gatekeeper.types import UsageError
+from gatekeeper.yamlfile import field_path, first_error
 
 if TYPE_CHECKING:
     import polars as pl
@@ -225,13 +226,6 @@ def signal_from_row(row: Mapping[str, Any]) -> Signal:
     return Signal.model_validate(data)
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def validate_row(row: Mapping[str, Any], *, file: str, line: int | None) -> Signal:
     """:func:`signal_from_row`, with any error as a one-line UsageError at ``file:line``."""
     try:
@@ -239,14 +233,8 @@ def validate_row(row: Mapping[str, Any], *, file: str, line: int | None) -> Sign
     except _RowError as exc:
         raise UsageError(exc.message, file=file, line=line, field=exc.field) from None
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith("function"))
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "missing":
-            msg = "field required"
-        raise UsageError(msg, file=file, line=line, field=_field_path(loc) or None) from None
+        loc, msg = first_error(exc)
+        raise UsageError(msg, file=file, line=line, field=field_path(loc) or None) from None
 
 
 # --------------------------------------------------------------------------- filters

@@ -79,19 +79,25 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def first_error(exc: ValidationError) -> tuple[tuple[Any, ...], str]:
+    """The first error of ``exc`` as (field path, message a user reads)."""
+    err = exc.errors()[0]
+    # pydantic puts the union branch / validator name in loc; keep real fields only.
+    loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith("function"))
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "field required"
+    return loc, msg
+
+
 def validate(model: type[M], data: Any, path: Path, locator: Locator) -> M:
     """Validate ``data`` against ``model``; the first error becomes a located UsageError."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        # pydantic puts the union branch / validator name in loc; keep real fields only.
-        loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith("function"))
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "missing":
-            msg = "field required"
+        loc, msg = first_error(exc)
         raise UsageError(
             msg, file=str(path), line=locator.line(loc), field=field_path(loc) or None
         ) from None
