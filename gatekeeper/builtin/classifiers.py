@@ -14,6 +14,7 @@ talks about, or how satisfied its users would be, shows in the gate.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -111,15 +112,6 @@ def fold(label: str) -> str:
     return _NON_WORD.sub(" ", label.casefold()).strip()
 
 
-def _common_prefix(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def normalize_label(raw: str, labels: Sequence[str], *, min_similarity: float, fuzzy: bool = True) -> str | None:
     """The label of ``labels`` that ``raw`` names, or ``None``.
 
@@ -141,7 +133,7 @@ def normalize_label(raw: str, labels: Sequence[str], *, min_similarity: float, f
     best, score, _ = ranked[0]
     if len(ranked) > 1 and ranked[1][1] >= score - 5:
         return None  # two labels are about as close: refuse to guess
-    if _common_prefix(key, best) < max(3, min(len(key), len(best)) - 3):
+    if len(os.path.commonprefix([key, best])) < max(3, min(len(key), len(best)) - 3):  # noqa: RUF071 (letters, not paths)
         return None
     return folded[best]
 

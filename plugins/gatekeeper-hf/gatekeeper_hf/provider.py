@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -343,15 +344,9 @@ def prefix_groups(token_lists: list[list[int]], min_shared: int = 16) -> list[tu
     order = sorted(range(len(token_lists)), key=lambda i: token_lists[i])
     own = [len(token_lists[i]) - 1 for i in order]  # the most a row can put in a prefix
 
-    def common(a: list[int], b: list[int]) -> int:
-        n = 0
-        for x, y in zip(a, b, strict=False):
-            if x != y:
-                break
-            n += 1
-        return n
-
-    adjacent = [common(token_lists[a], token_lists[b]) for a, b in itertools.pairwise(order)]
+    # commonprefix compares any sequences item by item: here token ids, not paths.
+    adjacent = [len(os.path.commonprefix([token_lists[a], token_lists[b]]))  # noqa: RUF071
+                for a, b in itertools.pairwise(order)]
     n = len(order)
     best = [0.0] * (n + 1)  # best[j]: tokens saved by the best grouping of order[:j]
     cut = [0] * (n + 1)
