@@ -137,7 +137,7 @@ class Loop:
         history = list(read_signals(self.history, self.session.registries, model=self.model))
         suite = build_suite(history, suite_file,
                             name=REGRESSION_SUITE, sources=[self.history], filters=filters,
-                            options=CurationOptions())
+                            options=CurationOptions(pii_allow_context=self.args.pii_allow_context))
         manifest = suite.manifest
         audit.append("signals.build-suite", subject=REGRESSION_SUITE, refs={
             "suite": manifest["suite_file"]["sha256"], "dataset": manifest["dataset_file"]["sha256"],
@@ -147,7 +147,8 @@ class Loop:
         data_dir = self.work / "data"
         dataset = build_dataset(history, data_dir,
                                 sources=[self.history], filters=filters,
-                                options=CurationOptions(holdout_hashes=holdout_prompt_hashes(bundled)))
+                                options=CurationOptions(holdout_hashes=holdout_prompt_hashes(bundled),
+                                                        pii_allow_context=self.args.pii_allow_context))
         files = dataset.manifest["files"]
         audit.append("signals.build-dataset", subject=str(data_dir), refs={
             "manifest": file_sha256(data_dir / MANIFEST_FILE),
@@ -321,7 +322,11 @@ class LoopCommand(Command):
                             help="check at most N cases of every suite, or of SUITE (repeatable; chosen by the "
                             "hash of their id; default: all)")
         parser.add_argument("--tuner", default="lora", help="tuner (default: lora)")
-        parser.add_argument("--steps", type=int, default=8, help="optimizer steps of the tuner (default: 8)")
+        parser.add_argument("--steps", type=int, default=4,
+                            help="optimizer steps of the tuner (default: 4, about 100 s on two CPU cores)")
+        parser.add_argument("--pii-allow-context", action="store_true",
+                            help="keep contact details in retrieved passages (the shop's own phone and email); "
+                            "user text is scrubbed regardless")
         parser.add_argument("--seed", type=int, default=0, help="tuner seed (default: 0)")
         parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                             help="another tuner hyperparameter (repeatable)")
