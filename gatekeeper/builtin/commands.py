@@ -42,8 +42,8 @@ def print_summary(session: Any, record: dict[str, Any]) -> None:
 def print_usage(session: Any, stats: dict[str, Any]) -> None:
     """Tokens and dollars this run paid for (nothing when no provider reports usage)."""
     if stats.get("prompt_tokens") or stats.get("completion_tokens"):
-        session.echo(f"tokens: {stats['prompt_tokens']} prompt + {stats['completion_tokens']} completion, "
-                     f"cost ${stats.get('cost', 0.0):.6f}")
+        cost = f", cost ${stats['cost']:.6f}" if stats.get("cost") else ""  # local models cost nothing
+        session.echo(f"tokens: {stats['prompt_tokens']} prompt + {stats['completion_tokens']} completion{cost}")
 
 
 def print_generation_errors(session: Any, record: dict[str, Any], limit: int = 3) -> None:
