@@ -47,7 +47,7 @@ def test_planted_key_is_nowhere_in_outputs_cache_state_logs_or_audit(project: Pr
         assert server.keys_seen[PLANTED] >= 60 and server.keys_seen[WRONG] >= 30  # really used
     check, batch, wrong = outputs
     assert check.exit_code in (0, 2, 3), check.output
-    assert "tokens: " in check.output and "cost $" in check.output
+    assert "tokens: " in check.output
     assert batch.exit_code == 0, batch.output
     assert wrong.exit_code == 5 and "HTTP 401: check the key in $GK_WRONG_KEY" in wrong.output
     assert "Incorrect API key provided: [redacted]" in wrong.output
