@@ -31,6 +31,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from gatekeeper.files import fsync_directory
 from gatekeeper.types import UsageError
 
 GENESIS_PREV = "0" * 64
@@ -336,7 +337,7 @@ class AuditLog:
                 handle.flush()
                 os.fsync(handle.fileno())
             if created:
-                _fsync_directory(self.path.parent)
+                fsync_directory(self.path.parent)
         return record
 
     def _new_record(
@@ -473,15 +474,3 @@ def _read_last_line(path: Path, block: int = 8192) -> str | None:
     return last.decode("utf-8", errors="replace") if last.strip() else None
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make a newly created log's directory entry durable (POSIX only)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -17,7 +17,6 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
@@ -25,6 +24,7 @@ from filelock import FileLock, Timeout
 from gatekeeper import hookimpl
 from gatekeeper.audit import default_actor, utc_now
 from gatekeeper.config import Config
+from gatekeeper.files import fsync_directory
 from gatekeeper.kinds import UNSET, DeployTarget, RegistryConflict, Unset
 from gatekeeper.types import UsageError
 
@@ -200,7 +200,7 @@ class LocalRegistry(DeployTarget):
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        _fsync_directory(self.root)
+        fsync_directory(self.root)
 
     @staticmethod
     def _append(state: dict[str, Any], model: str, action: str, **fields: Any) -> dict[str, Any]:
@@ -291,19 +291,6 @@ class LocalRegistry(DeployTarget):
             return self._append(state, model, action, **fields)
 
         return dict(self._change(change))
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @hookimpl

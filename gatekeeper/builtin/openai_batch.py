@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gatekeeper.builtin.openai_endpoints import Endpoint
 from gatekeeper.builtin.openai_provider import generation_from_completion, request_body
 from gatekeeper.cache import generation_key
+from gatekeeper.files import write_atomic
 from gatekeeper.types import Generation, GenerationRequest, ProviderError, stable_hash
 
 if TYPE_CHECKING:
@@ -55,10 +55,7 @@ class BatchJob:
         return state if isinstance(state, dict) and state.get("batch_id") else None
 
     def save_state(self, state: dict[str, Any]) -> None:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-        os.replace(tmp, self.state_path)
+        write_atomic(self.state_path, json.dumps(state, indent=1))
 
     def drop_state(self) -> None:
         self.state_path.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
+from gatekeeper.files import write_atomic
 from gatekeeper.types import UsageError
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def file_sha256(path: Path, cache_root: Path | None = None) -> str:
         if cache_root is not None:
             index[disk_key] = digest
             with contextlib.suppress(OSError):
-                _write_atomic(_digest_index(cache_root), json.dumps(index, indent=0, sort_keys=True))
+                write_atomic(_digest_index(cache_root), json.dumps(index, indent=0, sort_keys=True))
     _DIGESTS[key] = digest
     return digest
 
@@ -175,14 +176,6 @@ def model_digest(source: ModelSource, adapter: Path | None, cache_root: Path | N
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def quiet_transformers() -> None:
