@@ -32,6 +32,9 @@ BUNDLED_WINDOW2 = {"better": "suites/signals/window2-better.parquet",
                    "worse": "suites/signals/window2-worse.parquet"}
 BUNDLED_POLICY = "policies/support-assistant-loop.yaml"
 REGRESSION_SUITE = "signals-regression"
+# Regression cases checked by default: the history yields hundreds; 40 keep the check within
+# minutes on two CPU cores (--cases signals-regression=N changes it).
+DEFAULT_REGRESSION_CASES = 40
 STEPS = ("registry", "curate", "tune", "check", "canary", "monitor", "full")
 
 
@@ -182,7 +185,7 @@ class Loop:
     def case_limits(self) -> dict[str | None, int]:
         """``--cases N`` (every suite) and ``--cases SUITE=N`` → suite name (None: any) → limit."""
         limits: dict[str | None, int] = {}
-        for item in self.args.cases:
+        for item in self.args.cases or [f"{REGRESSION_SUITE}={DEFAULT_REGRESSION_CASES}"]:
             name, sep, number = item.rpartition("=")
             try:
                 limit = int(number)
@@ -320,7 +323,8 @@ class LoopCommand(Command):
                             help="suites checked besides the regression suite (default: config 'suites')")
         parser.add_argument("--cases", action="append", default=[], metavar="N|SUITE=N",
                             help="check at most N cases of every suite, or of SUITE (repeatable; chosen by the "
-                            "hash of their id; default: all)")
+                            f"hash of their id; default: {REGRESSION_SUITE}={DEFAULT_REGRESSION_CASES}, "
+                            "every case of the other suites)")
         parser.add_argument("--tuner", default="lora", help="tuner (default: lora)")
         parser.add_argument("--steps", type=int, default=4,
                             help="optimizer steps of the tuner (default: 4, about 100 s on two CPU cores)")
