@@ -10,6 +10,10 @@ Compares, in one run and on the same prompts (greedy, max_new_tokens 64):
 Tokens are the generated tokens up to and including EOS. Prints tokens/s and the ratios.
 
     .venv/bin/python bench/hf_generation.py [--prompts 16] [--batch-size 16] [--max-new-tokens 64]
+    .venv/bin/python bench/hf_generation.py --suite suites/support_assistant.yaml --prompts 32
+
+``--suite`` takes the prompts of a suite instead (system prompt, retrieved passages, question):
+prompts that share a prefix are where the provider's shared-prefix prefill pays.
 """
 
 from __future__ import annotations
@@ -41,8 +45,24 @@ TOPICS = [
 ]
 
 
-def prompts(n: int) -> list[str]:
-    return [TOPICS[i % len(TOPICS)] + ("" if i < len(TOPICS) else f" (variant {i // len(TOPICS)})") for i in range(n)]
+Messages = list[dict[str, str]]
+
+
+def prompts(n: int) -> list[Messages]:
+    texts = [TOPICS[i % len(TOPICS)] + ("" if i < len(TOPICS) else f" (variant {i // len(TOPICS)})") for i in range(n)]
+    return [[{"role": "user", "content": t}] for t in texts]
+
+
+def suite_prompts(path: str, n: int) -> list[Messages]:
+    """The first ``n`` cases of a suite, in the order the runner sends them (by prompt length)."""
+    from pathlib import Path
+
+    from gatekeeper.suites import load_yaml_suite
+
+    suite = load_yaml_suite(Path(path))
+    assert suite is not None, f"{path} is not a suite"
+    messages = sorted((list(c.messages) for c in suite.cases), key=lambda m: sum(len(x["content"]) for x in m))
+    return messages[:n]
 
 
 def load() -> Any:
@@ -64,19 +84,18 @@ def generated_tokens(rows: Any, prompt_width: int, eos_ids: set[int]) -> int:
     return total
 
 
-def run_provider(model: Any, texts: list[str], max_new: int) -> tuple[int, float]:
+def run_provider(model: Any, texts: list[Messages], max_new: int) -> tuple[int, float]:
     from gatekeeper.types import Case, GenerationRequest
 
     case = Case(id="bench", suite="bench", messages=())
-    requests = [GenerationRequest(case=case, messages=({"role": "user", "content": t},), max_tokens=max_new)
-                for t in texts]
+    requests = [GenerationRequest(case=case, messages=tuple(t), max_tokens=max_new) for t in texts]
     started = time.perf_counter()
     generations = model.generate_sync(requests)
     elapsed = time.perf_counter() - started
     return sum(g.usage["completion_tokens"] for g in generations), elapsed
 
 
-def run_naive(model: Any, texts: list[str], max_new: int) -> tuple[int, float]:
+def run_naive(model: Any, texts: list[Messages], max_new: int) -> tuple[int, float]:
     import torch
 
     tokens = 0
@@ -90,7 +109,7 @@ def run_naive(model: Any, texts: list[str], max_new: int) -> tuple[int, float]:
     return tokens, time.perf_counter() - started
 
 
-def run_raw_batched(model: Any, texts: list[str], max_new: int, batch_size: int) -> tuple[int, float]:
+def run_raw_batched(model: Any, texts: list[Messages], max_new: int, batch_size: int) -> tuple[int, float]:
     import torch
 
     tokens = 0
@@ -114,13 +133,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="best of N interleaved runs of each")
+    parser.add_argument("--suite", help="take the prompts of this suite instead of short chat prompts")
     args = parser.parse_args()
 
     model = load()
     model.max_batch_size = args.batch_size
-    model.render_text = lambda text: model.tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
-    texts = prompts(args.prompts)
+    model.render_text = lambda messages: model.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False)
+    texts = suite_prompts(args.suite, args.prompts) if args.suite else prompts(args.prompts)
     run_provider(model, texts[:2], 4)  # warm-up
 
     runners = {
@@ -136,7 +156,8 @@ def main() -> None:
             runs[name].append(runner())
     results = {name: max(r, key=lambda run: run[0] / run[1]) for name, r in runs.items()}
 
-    print(f"SmolLM2-135M-Instruct, {args.prompts} prompts, batch {args.batch_size}, "
+    source = f" of {args.suite}" if args.suite else ""
+    print(f"SmolLM2-135M-Instruct, {args.prompts} prompts{source}, batch {args.batch_size}, "
           f"max_new_tokens {args.max_new_tokens}, greedy, torch threads {torch.get_num_threads()}, "
           f"best of {args.repeats} interleaved")
     rate = {name: tokens / seconds for name, (tokens, seconds) in results.items()}
