@@ -60,12 +60,22 @@ def load(path: Path) -> tuple[Any, Locator]:
         # One parse: the node tree locates fields, and the data is constructed from it.
         node = yaml.compose(text, Loader=_SafeLoader)
         data = None if node is None else _SafeLoader("").construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        line = mark.line + 1 if mark is not None else None
-        raise UsageError(f"invalid YAML: {problem}", file=str(path), line=line) from None
+    except yaml.YAMLError as fast_error:
+        # Bad YAML is rare: parse it again in pure Python, whose messages and lines point
+        # at the offending line (libyaml's often at the end of the file).
+        try:
+            yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            raise _invalid(exc, path) from None
+        raise _invalid(fast_error, path) from None
     return data, Locator(node)
+
+
+def _invalid(exc: yaml.YAMLError, path: Path) -> UsageError:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    line = mark.line + 1 if mark is not None else None
+    return UsageError(f"invalid YAML: {problem}", file=str(path), line=line)
 
 
 def field_path(loc: tuple[Any, ...]) -> str:
