@@ -43,7 +43,7 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 tests plugins
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check gatekeeper plugins
+	$(BIN)/ruff check gatekeeper plugins tests bench
 	$(BIN)/mypy gatekeeper
 
 clean:

@@ -287,7 +287,7 @@ def test_epochs_are_averaged_within_case_before_comparing(project: Project) -> N
         project.write_jsonl(f"{name}.jsonl", rows + extra)
     policy = (project.path / "policy.yaml").read_text().replace("ci_method: tango", "ci_method: bootstrap_bca")
     (project.path / "policy.yaml").write_text(policy)
-    code, record, output = check(project)
+    _, record, _ = check(project)
     assert len(record["cases"]) == 240  # 60 cases x 2 epochs x 2 models
     overall = next(m for m in record["metrics"] if m["slice"] is None)
     assert overall["n"] == 60

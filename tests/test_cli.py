@@ -82,7 +82,8 @@ def test_bad_config_is_a_located_usage_error(mini: Project) -> None:
     mini.write("gatekeeper.yaml", "model: replay:good.jsonl\nrunner:\n  concurency: 3\n")
     result = mini.run("run")
     assert result.exit_code == 4
-    assert result.stderr.strip() == "error: " + str(mini.path / "gatekeeper.yaml") + ":3: runner.concurency: unknown field"
+    where = str(mini.path / "gatekeeper.yaml")
+    assert result.stderr.strip() == f"error: {where}:3: runner.concurency: unknown field"
 
 
 def test_no_model_is_a_usage_error(mini: Project) -> None:

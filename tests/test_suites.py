@@ -42,7 +42,8 @@ def test_cases_load_from_each_dataset_format(project: Project, fmt: str) -> None
     if fmt == "jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     elif fmt == "csv":
-        path.write_text("id,input,topic,tags\n" + "".join(f"{r['id']},{r['input']},{r['topic']},\"{r['tags']}\"\n" for r in rows))
+        lines = [f"{r['id']},{r['input']},{r['topic']},\"{r['tags']}\"\n" for r in rows]
+        path.write_text("id,input,topic,tags\n" + "".join(lines))
     else:
         pq.write_table(pa.Table.from_pylist(rows), path)
     suite_file = project.write("suites/ds.yaml", HEADER + f"dataset: data.{fmt}\nslices: [topic]\n")
@@ -90,7 +91,7 @@ def test_templates_run_in_a_sandbox(project: Project) -> None:
               content: "{{ input.__class__.__mro__[1].__subclasses__() }}"
         cases: [{id: a, input: x}]
     """)
-    with pytest.raises(UsageError, match="unsafe|template error"):
+    with pytest.raises(UsageError, match=r"unsafe|template error"):
         load_yaml_suite(suite_file)
 
 
