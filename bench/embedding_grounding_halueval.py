@@ -64,7 +64,7 @@ def detectors() -> dict[str, Any]:
         label: EmbeddingGrounding(EmbeddingGrounding.Params(**params)) for label, params in SETTINGS
     }
     try:
-        from gatekeeper.builtin import grounding
+        from gatekeeper.builtin.scoring import grounding
     except ImportError:
         print("built-in grounding detector: gatekeeper/builtin/grounding.py not present, skipped")
         return found
@@ -95,9 +95,8 @@ def probe_cases() -> list[tuple[Any, int]]:
 
 def measure(detector: Any, pairs: list[tuple[Any, int]]) -> dict[str, Any]:
     """Confusion counts, precision/recall/F1 of the hallucinated class, and time per case."""
-    from gatekeeper.config import Config
     from gatekeeper.kinds import EvalContext
-    from gatekeeper.types import Generation
+    from gatekeeper.types import Config, Generation
 
     ctx = EvalContext(config=Config())
     counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0, "nodata": 0}

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.builtin.grounding import Grounding, support_index
+from gatekeeper.builtin.scoring.grounding import Grounding, support_index
 from gatekeeper.types import Case, Generation
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "halueval-qa-dev.jsonl"

@@ -57,7 +57,7 @@ def suite_prompts(path: str, n: int) -> list[Messages]:
     """The first ``n`` cases of a suite, in the order the runner sends them (by prompt length)."""
     from pathlib import Path
 
-    from gatekeeper.suites import load_yaml_suite
+    from gatekeeper.engine.suites import load_yaml_suite
 
     suite = load_yaml_suite(Path(path))
     assert suite is not None, f"{path} is not a suite"
@@ -68,8 +68,7 @@ def suite_prompts(path: str, n: int) -> list[Messages]:
 def load() -> Any:
     from gatekeeper_hf.provider import HFProvider
 
-    from gatekeeper.config import Config
-    from gatekeeper.types import ModelSpec
+    from gatekeeper.types import Config, ModelSpec
 
     return HFProvider().load(ModelSpec.parse("hf:smollm2?device=cpu"), Config())
 

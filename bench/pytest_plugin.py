@@ -71,9 +71,9 @@ def in_process(root: Path, spec: str, latency_s: float, *, per_case: bool) -> tu
     os.chdir(root)
     sys.path.insert(0, str(root))
     try:
-        from gatekeeper.config import load_config
-        from gatekeeper.plugins import PluginHost
-        from gatekeeper.session import Session
+        from gatekeeper.engine.session import Session
+        from gatekeeper.host.config import load_config
+        from gatekeeper.host.plugins import PluginHost
 
         session = Session(load_config(), PluginHost(load_config()))
         suites = session.collect(["suites"])

@@ -1,7 +1,7 @@
 """``gatekeeper signals summarize`` over millions of Parquet rows, next to pandas.
 
 Writes ``--rows`` synthetic signals (default 10 million) in the flat Parquet layout of
-``gatekeeper.signals`` — one column per field, flags as a list column, slice attributes
+``gatekeeper.signals.records`` — one column per field, flags as a list column, slice attributes
 (topic, channel, locale) as columns — generated with numpy in chunks of a million rows,
 two model versions (90 % / 10 % of traffic) with different acceptance rates.
 
@@ -9,7 +9,7 @@ Then, each in a fresh child process (peak memory is the child's own high-water R
 ``VmHWM`` in ``/proc/self/status``, read when it is done; ``ru_maxrss`` would not do here,
 because Linux carries the forking parent's peak over into the child):
 
-* **gatekeeper**: :func:`gatekeeper.signal_summary.summarize`, the function the CLI's
+* **gatekeeper**: :func:`gatekeeper.signals.summary.summarize`, the function the CLI's
   ``signals summarize`` calls (the source's lazy Polars scan, filters pushed down,
   ``group_by`` counts, Wilson intervals), per model version and per version × topic;
 * **gatekeeper CLI**: the real ``gatekeeper signals summarize FILE --by topic --json``
@@ -113,9 +113,9 @@ def child_gatekeeper(path: str) -> dict[str, Any]:
     import polars  # noqa: F401  (imports are timed in neither child: the pandas one imports first too)
     import scipy.stats  # noqa: F401
 
-    from gatekeeper.config import load_config
-    from gatekeeper.plugins import PluginHost
-    from gatekeeper.signal_summary import summarize
+    from gatekeeper.host.config import load_config
+    from gatekeeper.host.plugins import PluginHost
+    from gatekeeper.signals.summary import summarize
 
     registries = PluginHost(load_config(None)).registries
     started = time.perf_counter()

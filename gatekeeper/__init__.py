@@ -1,7 +1,9 @@
 """gatekeeper: a continuous evaluation and rollout gate for fine-tuned language models.
 
-Plugin authors need :data:`hookimpl`, the interfaces in :mod:`gatekeeper.kinds` and the
-data types re-exported here. Everything else is internal.
+Plugin authors need :data:`hookimpl`, the interfaces in :mod:`gatekeeper.kinds` (plugin kinds
+and the typed host: ``Register``, ``Registries``, ``Session``), the data types of
+:mod:`gatekeeper.types`, the file helpers of :mod:`gatekeeper.files` and, in tests,
+:mod:`gatekeeper.testing`. Everything else is internal (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ from gatekeeper.kinds import (
     Detector,
     EvalContext,
     Evaluator,
+    Host,
     Model,
     ModelProvider,
     Params,
+    Register,
+    Registries,
+    Registry,
     Reporter,
     ScoringParams,
+    Session,
     SignalSource,
     Tuner,
 )
 from gatekeeper.types import (
     Case,
     CaseResult,
+    Config,
     Generation,
     GenerationRequest,
     ModelIdentity,
@@ -51,12 +59,14 @@ __all__ = [
     "Case",
     "CaseResult",
     "Command",
+    "Config",
     "DeployTarget",
     "Detector",
     "EvalContext",
     "Evaluator",
     "Generation",
     "GenerationRequest",
+    "Host",
     "Model",
     "ModelIdentity",
     "ModelProvider",
@@ -65,9 +75,13 @@ __all__ = [
     "PluginError",
     "ProviderError",
     "RateLimited",
+    "Register",
+    "Registries",
+    "Registry",
     "Reporter",
     "Score",
     "ScoringParams",
+    "Session",
     "SignalSource",
     "Span",
     "Tuner",

@@ -72,9 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from gatekeeper.config import load_config
-    from gatekeeper.plugins import PluginHost
-    from gatekeeper.session import Session
+    from gatekeeper.engine.session import Session
+    from gatekeeper.host.config import load_config
+    from gatekeeper.host.plugins import PluginHost
 
     pre, _ = _global_parser(add_help=False).parse_known_args(argv)
     blocked = [p[3:] for p in pre.plugins if p.startswith("no:")]
@@ -85,7 +85,7 @@ def _main(argv: list[str]) -> int:
     parser = _global_parser(add_help=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = {}
-    for entry in host.registries["commands"]:
+    for entry in host.registries.commands:
         command = entry.obj()
         cmd_parser = sub.add_parser(
             entry.name, help=command.help, description=command.help,

@@ -13,10 +13,19 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from gatekeeper.config import Config
-    from gatekeeper.registry import Register
-    from gatekeeper.suites import Suite
-    from gatekeeper.types import Case, CaseResult
+    from gatekeeper.engine.suites import Suite
+    from gatekeeper.kinds import (
+        Command,
+        DeployTarget,
+        Detector,
+        Evaluator,
+        ModelProvider,
+        Register,
+        Reporter,
+        SignalSource,
+        Tuner,
+    )
+    from gatekeeper.types import Case, CaseResult, Config
 
 hookspec = pluggy.HookspecMarker("gatekeeper")
 
@@ -44,7 +53,7 @@ def gatekeeper_configure(config: Config) -> None:
 
 
 @hookspec
-def gatekeeper_register_models(register: Register) -> None:
+def gatekeeper_register_models(register: Register[ModelProvider]) -> None:
     """Register model providers.
 
     :param register: call ``register(ProviderClass)`` with a subclass of
@@ -55,7 +64,7 @@ def gatekeeper_register_models(register: Register) -> None:
 
 
 @hookspec
-def gatekeeper_register_evaluators(register: Register) -> None:
+def gatekeeper_register_evaluators(register: Register[Evaluator]) -> None:
     """Register evaluators (metrics computed per output).
 
     :param register: call ``register(EvaluatorClass)`` with a subclass of
@@ -65,7 +74,7 @@ def gatekeeper_register_evaluators(register: Register) -> None:
 
 
 @hookspec
-def gatekeeper_register_detectors(register: Register) -> None:
+def gatekeeper_register_detectors(register: Register[Detector]) -> None:
     """Register hallucination detectors.
 
     :param register: call ``register(DetectorClass)`` with a subclass of
@@ -75,7 +84,7 @@ def gatekeeper_register_detectors(register: Register) -> None:
 
 
 @hookspec
-def gatekeeper_register_signal_sources(register: Register) -> None:
+def gatekeeper_register_signal_sources(register: Register[SignalSource]) -> None:
     """Register sources of production signals.
 
     :param register: call ``register(SourceClass)`` with a subclass of
@@ -85,7 +94,7 @@ def gatekeeper_register_signal_sources(register: Register) -> None:
 
 
 @hookspec
-def gatekeeper_register_tuners(register: Register) -> None:
+def gatekeeper_register_tuners(register: Register[Tuner]) -> None:
     """Register tuners, which make candidate models (``gatekeeper tune --tuner NAME``).
 
     :param register: call ``register(TunerClass)`` with a subclass of
@@ -95,7 +104,7 @@ def gatekeeper_register_tuners(register: Register) -> None:
 
 
 @hookspec
-def gatekeeper_register_deploy_targets(register: Register) -> None:
+def gatekeeper_register_deploy_targets(register: Register[DeployTarget]) -> None:
     """Register deploy targets (model registries that promote, stage and roll back).
 
     :param register: call ``register(TargetClass)`` with a subclass of
@@ -105,7 +114,7 @@ def gatekeeper_register_deploy_targets(register: Register) -> None:
 
 
 @hookspec
-def gatekeeper_register_reporters(register: Register) -> None:
+def gatekeeper_register_reporters(register: Register[Reporter]) -> None:
     """Register report formats, written from a run or decision record.
 
     :param register: call ``register(ReporterClass)`` with a subclass of
@@ -115,7 +124,7 @@ def gatekeeper_register_reporters(register: Register) -> None:
 
 
 @hookspec
-def gatekeeper_register_commands(register: Register) -> None:
+def gatekeeper_register_commands(register: Register[Command]) -> None:
     """Register ``gatekeeper`` sub-commands.
 
     :param register: call ``register(CommandClass)`` with a subclass of
@@ -138,7 +147,7 @@ def gatekeeper_load_suite(path: Path, config: Config) -> Suite | None:
 
     :param path: a file found under the paths given on the command line.
     :param config: the project configuration.
-    :return: a :class:`gatekeeper.suites.Suite`, or ``None`` to let another plugin try
+    :return: a :class:`gatekeeper.engine.suites.Suite`, or ``None`` to let another plugin try
         (a file no plugin loads is skipped).
     """
 

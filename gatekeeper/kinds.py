@@ -24,7 +24,7 @@ import argparse
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,8 +40,15 @@ from gatekeeper.types import (
 )
 
 if TYPE_CHECKING:
-    from gatekeeper.cache import Cache
-    from gatekeeper.config import Config
+    import pluggy
+
+    from gatekeeper.engine.cache import Cache
+    from gatekeeper.engine.runner import RunStats
+    from gatekeeper.engine.suites import Suite
+    from gatekeeper.types import CaseResult, Config
+
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 
 
 class Params(BaseModel):
@@ -204,7 +211,7 @@ class Reporter:
     decision record). Reporters read nothing else, so old runs can be re-rendered.
     ``record.get("attestations")``, when present, holds what was true when the report was
     rendered but is not part of the record: the signed approvals and the audit chain's
-    state (see :mod:`gatekeeper.reports.context`). Never write it back into the record.
+    state (see :mod:`gatekeeper.gate.attestations`). Never write it back into the record.
     """
 
     name: ClassVar[str]
@@ -227,7 +234,7 @@ class Command:
     def configure(self, parser: argparse.ArgumentParser) -> None:
         """Add this command's arguments."""
 
-    def run(self, args: argparse.Namespace, session: Any) -> int:
+    def run(self, args: argparse.Namespace, session: Session) -> int:
         raise NotImplementedError
 
 
@@ -249,10 +256,10 @@ class SignalSource:
     ``schemes`` lists the URL schemes (``sqlite``, ``postgresql``) and file suffixes
     (``jsonl``, ``parquet``) this source handles; a location may also name the source
     explicitly (``otlp:traces.json``). :meth:`read` yields raw rows in the nested or flat
-    layout of :mod:`gatekeeper.signals` with where each came from; the host validates them.
-    :meth:`scan` gives the same rows as a Polars ``LazyFrame`` for aggregation; the default
-    builds it from :meth:`read`, and columnar sources override it to push ``filters``
-    (a :class:`gatekeeper.signals.SignalFilter`) down to storage. Sources may ignore
+    layout of :mod:`gatekeeper.signals.records` with where each came from; the host validates them.
+    :meth:`scan` gives the same rows as a Polars ``LazyFrame`` for aggregation; by default
+    the host builds it from :meth:`read`, and columnar sources override it to push ``filters``
+    (a :class:`gatekeeper.signals.records.SignalFilter`) down to storage. Sources may ignore
     filters they cannot apply: the host applies them again.
     """
 
@@ -264,9 +271,9 @@ class SignalSource:
         raise NotImplementedError
 
     def scan(self, location: str, filters: Any) -> Any:
-        from gatekeeper.signals import frame_from_rows
-
-        return frame_from_rows(self.read(location, filters))
+        """The rows as a Polars ``LazyFrame`` with ``filters`` pushed down, or ``None`` (the
+        default) to let the host build the frame from :meth:`read`."""
+        return None
 
 
 class Tuner:
@@ -374,3 +381,188 @@ class DeployTarget:
 
 class RegistryConflict(UsageError):
     """The registry changed under a command (another promotion won); nothing was written."""
+
+
+# Rules every deploy target applies the same way (the local registry and MLflow use them).
+
+
+def check_expected(alias: str, current: str | None, expected: str | Unset | None) -> None:
+    """Raise :class:`RegistryConflict` when ``alias`` no longer points where the caller saw it."""
+    if isinstance(expected, Unset) or current == expected:
+        return
+    seen = "unset" if expected is None else f"version {expected}"
+    now = "unset" if current is None else f"version {current}"
+    raise RegistryConflict(
+        f"alias {alias!r} changed while this command ran (it was {seen}, it is now {now}): "
+        "another promotion or rollback won; nothing was changed — check `gatekeeper registry show` "
+        "and run the command again if it still applies"
+    )
+
+
+def rollback_target(history: list[dict[str, Any]], alias: str, current: dict[str, Any]) -> dict[str, Any] | None:
+    """The assignment ``alias`` returns to on a rollback: ``{"version", "traffic", "stage"}``.
+
+    The most recent earlier assignment of another version that was not itself rolled back
+    from on this alias. ``None`` means the alias was unset before (a canary): remove it.
+    :raises UsageError: no earlier version and the alias carries all traffic.
+    """
+    assignments: list[dict[str, Any] | None] = []
+    rolled_back: set[str] = set()
+    for event in history:
+        if event.get("alias") != alias:
+            continue
+        if event["action"] == "rollback" and event.get("previous"):
+            rolled_back.add(str(event["previous"]))
+        if event["action"] == "remove_alias" or (event["action"] == "rollback" and event.get("version") is None):
+            assignments.append(None)
+        elif event["action"] in ("alias", "rollback"):
+            assignments.append({k: event.get(k) for k in ("version", "traffic", "stage")})
+    for entry in reversed(assignments):
+        if entry is None:
+            if float(current.get("traffic", 1.0)) < 1.0:
+                return None
+            continue
+        if entry["version"] != current["version"] and entry["version"] not in rolled_back:
+            return {**entry, "traffic": 1.0 if entry["traffic"] is None else entry["traffic"]}
+    if float(current.get("traffic", 1.0)) < 1.0:
+        return None
+    raise UsageError(
+        f"alias {alias!r} has no earlier version to roll back to (it carries all traffic); "
+        "name one with --to VERSION"
+    )
+
+
+# --------------------------------------------------------------------------- the host, typed
+
+
+class Register(Protocol[T_contra]):
+    """The callable a ``gatekeeper_register_*`` hook receives: ``register(cls, name=None)``.
+
+    ``register`` validates ``cls`` (a subclass of the hook's kind with a ``name``) and refuses
+    a name another plugin took, naming both plugins.
+    """
+
+    def __call__(self, obj: type[T_contra], name: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered class and the plugin that registered it."""
+
+    name: str
+    obj: type[T]
+    plugin: str
+
+
+class Registry(Protocol[T]):
+    """Name → registered class for one plugin kind (read-only view)."""
+
+    kind: str
+    """What it holds, in words: ``"evaluator"``, ``"deploy target"``."""
+    hook: str
+    """The register hook that fills it: ``gatekeeper_register_evaluators``."""
+
+    def get(self, name: str, *, field: str | None = None) -> type[T]:
+        """The class registered as ``name``; :class:`UsageError` naming the known ones."""
+        ...
+
+    def entry(self, name: str) -> Entry[T]: ...
+
+    def names(self) -> list[str]: ...
+
+    def __contains__(self, name: object) -> bool: ...
+
+    def __iter__(self) -> Iterator[Entry[T]]: ...
+
+
+@dataclass(frozen=True)
+class Registries:
+    """Every registry, one attribute per kind: ``session.registries.evaluators.get("rouge")``."""
+
+    models: Registry[ModelProvider]
+    evaluators: Registry[Evaluator]
+    detectors: Registry[Detector]
+    signal_sources: Registry[SignalSource]
+    tuners: Registry[Tuner]
+    deploy_targets: Registry[DeployTarget]
+    reporters: Registry[Reporter]
+    commands: Registry[Command]
+
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "models", "evaluators", "detectors", "signal_sources", "tuners", "deploy_targets", "reporters", "commands",
+    )
+
+    def __getitem__(self, key: str) -> Registry[Any]:
+        """``registries.evaluators``: the same registry by the suffix of its register hook."""
+        if key not in self.KEYS:
+            raise KeyError(key)
+        registry: Registry[Any] = getattr(self, key)
+        return registry
+
+    def items(self) -> Iterator[tuple[str, Registry[Any]]]:
+        return ((key, self[key]) for key in self.KEYS)
+
+
+class Host(Protocol):
+    """The plugin host as commands see it: the hooks, the registries, the plugins."""
+
+    @property
+    def registries(self) -> Registries: ...
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Plugin name → where it came from, its version, hooks and registrations."""
+        ...
+
+    @property
+    def hook(self) -> pluggy.HookRelay: ...
+
+    def versions(self) -> dict[str, str]:
+        """Plugin name → version, for provenance records."""
+        ...
+
+
+class Session(Protocol):
+    """What a :class:`Command` receives: one invocation's configuration, plugins and the
+    operations commands share (collect suites, load and run models, write reports)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def host(self) -> Host: ...
+
+    @property
+    def registries(self) -> Registries: ...
+
+    def echo(self, text: str = "") -> None:
+        """Print a line to the command's output."""
+        ...
+
+    def collect(
+        self, paths: Sequence[str] | None = None, *, keyword: str | None = None, marker: str | None = None
+    ) -> list[Suite]:
+        """Discover and load suites (``paths`` or the config's), apply ``-k``/``-m`` and the
+        collection hook."""
+        ...
+
+    def load_suite(self, path: Path) -> Suite | None: ...
+
+    def load_model(self, spec: str | dict[str, Any] | ModelSpec) -> Model:
+        """Load a model by spec once per session."""
+        ...
+
+    def run(
+        self, models: dict[str, Model], suites: Sequence[Suite], *, run_id: str, specs: dict[str, str],
+        progress: bool = True, extra: dict[str, Any] | None = None, close_models: bool = True,
+    ) -> tuple[list[CaseResult], RunStats]:
+        """Run ``models`` on the cases of ``suites`` through the runner (cache, retries, limits)."""
+        ...
+
+    def close_models(self) -> None: ...
+
+    def write_reports(
+        self, record: dict[str, Any], out_dir: Path, formats: Sequence[str] | None = None
+    ) -> list[Path]:
+        """Write every registered report format (or ``formats``) into ``out_dir``."""
+        ...

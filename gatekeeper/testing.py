@@ -108,3 +108,85 @@ class Project:
             text=True, env={**os.environ, **(env or {})}, timeout=timeout,
         )
         return CLIResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+# --------------------------------------------------------------------------- a paired gate in a few lines
+
+PAIRED_SUITE = """
+suite: paired
+prompt: {messages: [{role: user, content: "{{ input }}"}]}
+dataset: cases.jsonl
+slices: [topic]
+evaluators:
+  - {name: contains, as: facts, field: facts, mode: all}
+"""
+"""One binary metric, ``facts``: 1 when the output contains the case's ``facts`` (``yes``)."""
+
+PAIRED_POLICY = """
+metadata: {id: paired-pccp, title: Paired test plan, version: "1", effective_date: 2026-01-01, owner: qa}
+modifications:
+  - {id: M1, type: lora_adapter_retrain, description: adapter retrain, authorization: automatic,
+     evaluation: [facts]}
+performance_evaluation:
+  suites: [paired]
+  metrics:
+    - {name: facts, metric: facts, direction: higher, hypothesis: non_inferiority, margin: {margin},
+       alpha: 0.05, ci_method: tango, critical: true}
+impact_assessment:
+  intended_use: tests
+  risks: [{id: R1, description: loses facts, mitigation: gate, metrics: [facts]}]
+traceability:
+  - {modification: M1, evaluations: [facts], rationale: the gate measures what the retrain may change}
+"""
+"""A non-inferiority plan on ``facts``; ``{margin}`` is filled in by :func:`write_paired_project`."""
+
+
+def write_paired_project(
+    project: Project, *, baseline: Sequence[bool], candidates: dict[str, Sequence[bool]], margin: float = 0.05,
+    suite: str = PAIRED_SUITE, policy: str = PAIRED_POLICY, topics: Sequence[str] = ("a", "b", "c"),
+) -> Project:
+    """The smallest real gate: a suite of binary cases, one replay recording per model and a policy.
+
+    ``baseline`` and each of ``candidates`` (recording name → outcomes) say, case by case,
+    whether that model answers right (``"yes"``) or wrong (``"no"``). Writes
+    ``suites/paired.yaml``, ``suites/cases.jsonl`` (ids ``c000``..., a ``topic`` slice cycling
+    through ``topics``), ``baseline.jsonl``, ``NAME.jsonl`` per candidate and ``policy.yaml``
+    (``{margin}`` in ``policy`` is replaced). Run it with :func:`run_paired_check`.
+    """
+    n = len(baseline)
+    if any(len(outcomes) != n for outcomes in candidates.values()):
+        raise ValueError("every model needs one outcome per case")
+    ids = [f"c{i:03d}" for i in range(n)]
+    project.write("suites/paired.yaml", suite)
+    project.write_jsonl("suites/cases.jsonl", [
+        {"id": cid, "input": f"question {i}", "facts": ["yes"], "topic": topics[i % len(topics)]}
+        for i, cid in enumerate(ids)
+    ])
+    for name, outcomes in {"baseline": baseline, **candidates}.items():
+        project.write_jsonl(f"{name}.jsonl", [{"id": cid, "output": "yes" if ok else "no"}
+                                              for cid, ok in zip(ids, outcomes, strict=True)])
+    project.write("policy.yaml", policy.replace("{margin}", str(margin)))
+    return project
+
+
+@dataclass
+class CheckResult:
+    """A ``gatekeeper check``: its exit code, decision record (``{}`` when none was written) and output."""
+
+    exit_code: int
+    record: dict[str, Any]
+    output: str
+
+    @property
+    def decision(self) -> str | None:
+        return self.record.get("decision")
+
+
+def run_paired_check(project: Project, candidate: str = "candidate", *extra: str, baseline: str = "baseline",
+                     policy: str = "policy.yaml", out: str = "out") -> CheckResult:
+    """``gatekeeper check`` of ``replay:CANDIDATE.jsonl`` against ``replay:BASELINE.jsonl``."""
+    result = project.run("check", "--baseline", f"replay:{baseline}.jsonl", "--candidate",
+                         f"replay:{candidate}.jsonl", "--policy", policy, "--out", out, "--no-progress", *extra)
+    decision = project.path / out / "decision.json"
+    record = json.loads(decision.read_text(encoding="utf-8")) if decision.exists() else {}
+    return CheckResult(result.exit_code, record, result.output)

@@ -7,11 +7,17 @@ with :func:`dataclasses.asdict`.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
+
+from pydantic import BaseModel, ConfigDict, Field
 
 Message = dict[str, str]
 """A chat message: ``{"role": "system"|"user"|"assistant", "content": "..."}``."""
@@ -175,6 +181,17 @@ class Case:
         """Unique across suites: ``suite::id``."""
         return f"{self.suite}::{self.id}"
 
+    @property
+    def question(self) -> str:
+        """The question the case asks: ``vars["input"]``, else its last user message."""
+        value = self.vars.get("input")
+        if value not in (None, ""):
+            return str(value)
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return message.get("content", "")
+        return ""
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -275,3 +292,75 @@ class CaseResult:
             if s.metric == metric:
                 return s
         return None
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class RunnerConfig(BaseModel):
+    """How the runner talks to models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int = Field(default=8, ge=1, description="initial requests in flight per model")
+    max_concurrency: int = Field(default=64, ge=1, description="AIMD never goes above this")
+    timeout_s: float = Field(default=120.0, gt=0, description="per-call time limit")
+    retries: int = Field(default=5, ge=0, description="retries of a retryable failure")
+    backoff_s: float = Field(default=0.5, ge=0, description="first backoff; doubles, with jitter")
+    max_backoff_s: float = Field(default=30.0, ge=0)
+    rate_limit_patience_s: float = Field(
+        default=900.0, ge=0, description="how long one request may keep being rate limited (429) before it fails"
+    )
+
+
+class Config(BaseModel):
+    """Everything a command needs to know about the project."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: Path = Field(default_factory=Path.cwd)
+    source: str | None = None
+    suites: list[str] = Field(default_factory=lambda: ["suites"])
+    suite_patterns: list[str] = Field(default_factory=lambda: ["*.yaml", "*.yml"])
+    model: str | dict[str, Any] | None = None
+    baseline: str | dict[str, Any] | None = None
+    candidate: str | dict[str, Any] | None = None
+    policy: str | None = None
+    judge: str | dict[str, Any] | None = Field(
+        default=None, description="default judge model spec for judge evaluators (rubric, pairwise, ...)"
+    )
+    out: str = "gatekeeper-out"
+    cache: str = ".gatekeeper/cache.sqlite"
+    audit_log: str = ".gatekeeper/audit.jsonl"
+    registry: str = ".gatekeeper/registry"
+    plugins: list[str] = Field(default_factory=list, description="modules to load, like -p")
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="provider name → provider settings"
+    )
+
+    def path(self, value: str | Path) -> Path:
+        """Resolve a configured path against the project root."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+
+# --------------------------------------------------------------------------- who and when
+
+ACTOR_ENV = "GATEKEEPER_ACTOR"
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO-8601 with a ``Z``: ``2025-01-31T12:00:00.123456Z``."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def default_actor() -> str:
+    """``$GATEKEEPER_ACTOR`` (CI sets it to the pipeline or person), else the OS user."""
+    actor = os.environ.get(ACTOR_ENV, "").strip()
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no passwd entry, e.g. an arbitrary uid in a container
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"

@@ -45,7 +45,7 @@ def make_signal(i: int, **over: Any) -> dict[str, Any]:
 
 def flat_row(row: dict[str, Any]) -> dict[str, Any]:
     """The flat (columnar) layout of a nested row, as the schema defines it."""
-    from gatekeeper.signals import Signal
+    from gatekeeper.signals.records import Signal
 
     return Signal.model_validate(row).flat()
 
@@ -69,7 +69,7 @@ def write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
 def write_parquet(path: Path, rows: Iterable[dict[str, Any]], *, nested: bool = False) -> Path:
     import polars as pl
 
-    from gatekeeper.signals import Signal
+    from gatekeeper.signals.records import Signal
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if nested:
@@ -184,8 +184,8 @@ NO_AUTOLOAD = {"GATEKEEPER_DISABLE_PLUGIN_AUTOLOAD": "1"}
 def builtin_registries() -> dict[str, Any]:
     import os
 
-    from gatekeeper.config import load_config
-    from gatekeeper.plugins import PluginHost
+    from gatekeeper.host.config import load_config
+    from gatekeeper.host.plugins import PluginHost
 
     old = os.environ.get("GATEKEEPER_DISABLE_PLUGIN_AUTOLOAD")
     os.environ["GATEKEEPER_DISABLE_PLUGIN_AUTOLOAD"] = "1"

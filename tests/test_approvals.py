@@ -15,7 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gatekeeper.approvals import (
+from gatekeeper.builtin.commands import audit as audit_commands
+from gatekeeper.builtin.commands.audit import ApproveCommand, KeysCommand
+from gatekeeper.gate.approvals import (
     RequiredApproval,
     check_approvals,
     new_keypair,
@@ -23,13 +25,10 @@ from gatekeeper.approvals import (
     record_hash,
     sign,
 )
-from gatekeeper.audit import AuditLog
-from gatekeeper.builtin import audit_commands
-from gatekeeper.builtin.audit_commands import ApproveCommand, KeysCommand
-from gatekeeper.config import Config
+from gatekeeper.gate.audit import AuditLog
+from gatekeeper.host.registry import Register, make_registries
 from gatekeeper.kinds import Command
-from gatekeeper.registry import Register, make_registries
-from gatekeeper.types import UsageError
+from gatekeeper.types import Config, UsageError
 
 DECISION = {
     "schema_version": 1,

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.audit import GENESIS_PREV, AuditLog, record_digest
-from gatekeeper.builtin.audit_commands import AuditCommand
-from gatekeeper.config import Config
-from gatekeeper.types import UsageError
+from gatekeeper.builtin.commands.audit import AuditCommand
+from gatekeeper.gate.audit import GENESIS_PREV, AuditLog, record_digest
+from gatekeeper.types import Config, UsageError
 
 N = 6
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -344,7 +343,7 @@ def test_a_junk_line_is_reported(log_path: Path, junk: str) -> None:
 
 APPEND_MANY = """
 import sys
-from gatekeeper.audit import AuditLog
+from gatekeeper.gate.audit import AuditLog
 path, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 log = AuditLog(path)
 for i in range(count):

@@ -8,19 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.testing import Project
+from gatekeeper.testing import PAIRED_SUITE, Project, run_paired_check, write_paired_project
 
 REPO = Path(__file__).resolve().parents[1]
 N = 120
 
-SUITE = """
-suite: paired
-prompt: {messages: [{role: user, content: "{{ input }}"}]}
-dataset: cases.jsonl
-slices: [topic]
-evaluators:
-  - {name: contains, as: facts, field: facts, mode: all}
-"""
+SUITE = PAIRED_SUITE
 
 POLICY = """
 metadata: {id: test-pccp, title: Test plan, version: "2", effective_date: 2026-01-01, owner: qa}
@@ -70,21 +63,12 @@ traceability:
 def paired_project(project: Project, *, improved: int, regressed: int, both_right: int,
                    margin: float = 0.05, n: int = N) -> Project:
     """Baseline right on ``both_right + regressed`` cases; the candidate flips some."""
-    rows, base, cand = [], [], []
-    for i in range(n):
-        cid = f"c{i:03d}"
-        rows.append({"id": cid, "input": f"question {i}", "facts": ["yes"], "topic": ["a", "b", "c"][i % 3],
-                     "tags": ["refund"] if i % 2 else ["shipping"]})
-        b_ok = i < both_right + regressed
-        c_ok = i < both_right or (both_right + regressed <= i < both_right + regressed + improved)
-        base.append({"id": cid, "output": "yes" if b_ok else "no"})
-        cand.append({"id": cid, "output": "yes" if c_ok else "no"})
-    project.write("suites/paired.yaml", SUITE)
-    project.write_jsonl("suites/cases.jsonl", rows)
-    project.write_jsonl("baseline.jsonl", base)
-    project.write_jsonl("candidate.jsonl", cand)
-    project.write("policy.yaml", POLICY.replace("{margin}", str(margin)))
-    from gatekeeper.approvals import new_keypair
+    baseline = [i < both_right + regressed for i in range(n)]
+    candidate = [i < both_right or both_right + regressed <= i < both_right + regressed + improved
+                 for i in range(n)]
+    write_paired_project(project, baseline=baseline, candidates={"candidate": candidate}, margin=margin,
+                         policy=POLICY)
+    from gatekeeper.gate.approvals import new_keypair
 
     if not (project.path / "keys/qa.pub").exists():
         new_keypair(project.path / "keys/qa", signer="Quinn QA")
@@ -92,10 +76,8 @@ def paired_project(project: Project, *, improved: int, regressed: int, both_righ
 
 
 def check(project: Project, *extra: str) -> tuple[int, dict, str]:
-    result = project.run("check", "--baseline", "replay:baseline.jsonl", "--candidate", "replay:candidate.jsonl",
-                         "--policy", "policy.yaml", "--out", "out", *extra)
-    record = project.read_json("out/decision.json") if (project.path / "out/decision.json").exists() else {}
-    return result.exit_code, record, result.output
+    result = run_paired_check(project, "candidate", *extra)
+    return result.exit_code, result.record, result.output
 
 
 def test_better_candidate_is_promoted_with_reasons(project: Project) -> None:
@@ -166,7 +148,7 @@ def test_manual_modification_holds_until_a_valid_signature(project: Project) -> 
     assert status.exit_code == 2 and "missing approval(s) qa-lead (approval)" in status.stdout
 
     # A key the policy does not list is refused.
-    from gatekeeper.approvals import new_keypair
+    from gatekeeper.gate.approvals import new_keypair
 
     new_keypair(project.path / "mallory", signer="Mallory")
     bad = project.run("approve", "out", "--key", "mallory.key", "--signer", "Mallory",
@@ -214,8 +196,8 @@ def test_decision_record_reports_and_audit_trail(project: Project) -> None:
 
     verify = project.run("audit", "verify")
     assert verify.exit_code == 0 and "audit trail OK: 1 records" in verify.stdout
-    from gatekeeper.approvals import record_hash
-    from gatekeeper.audit import AuditLog
+    from gatekeeper.gate.approvals import record_hash
+    from gatekeeper.gate.audit import AuditLog
 
     (entry,) = AuditLog(project.path / ".gatekeeper/audit.jsonl").records()
     assert entry["action"] == "check" and entry["subject"] == record["run_id"]

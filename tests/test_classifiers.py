@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from gatekeeper.builtin.classifiers import normalize_label
-from gatekeeper.stats import label_distribution_test
+from gatekeeper.builtin.scoring.classifiers import normalize_label
+from gatekeeper.gate.stats import label_distribution_test
 from gatekeeper.testing import Project
 from tests.fakes import FakeOpenAIServer
 from tests.judging_support import ENV, judge_spec, policy, run, scores, setup, user_text
@@ -279,7 +279,7 @@ def test_a_significant_but_small_shift_passes_under_a_cramers_v_margin(
 
 
 def test_policy_checks_distribution_metrics(project: Project) -> None:
-    from gatekeeper.policy import load_policy
+    from gatekeeper.gate.policy import load_policy
     from gatekeeper.types import UsageError
 
     cases = {

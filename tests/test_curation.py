@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.curation import (
+from gatekeeper.signals.curation import (
     PiiScrubber,
     Sequestration,
     find_pii,
@@ -82,7 +82,7 @@ def test_allowed_values_and_context_values_are_kept():
 
 
 def _signal(row):
-    from gatekeeper.signals import signal_from_row
+    from gatekeeper.signals.records import signal_from_row
 
     return signal_from_row(row)
 
@@ -136,7 +136,7 @@ def training_prompts(out: Path) -> set[str]:
 def suite_prompts(suite_path: Path) -> set[str]:
     """The prompts of the suite's cases as gatekeeper renders them (loaded through the host)."""
     from gatekeeper.builtin.suite_loader import gatekeeper_load_suite
-    from gatekeeper.config import load_config
+    from gatekeeper.host.config import load_config
 
     suite = gatekeeper_load_suite(path=suite_path, config=load_config(None))
     assert suite is not None and suite.cases

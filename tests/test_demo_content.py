@@ -17,13 +17,12 @@ from typing import Any
 
 import pytest
 
-from gatekeeper.config import Config
+from gatekeeper.engine.suites import Suite, load_yaml_suite, select
+from gatekeeper.gate.stats import tango_ci
+from gatekeeper.host.plugins import PluginHost
 from gatekeeper.kinds import Evaluator
-from gatekeeper.plugins import PluginHost
-from gatekeeper.stats import tango_ci
-from gatekeeper.suites import Suite, load_yaml_suite, select
 from gatekeeper.testing import Project
-from gatekeeper.types import Case, Generation
+from gatekeeper.types import Case, Config, Generation
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "suites"
@@ -68,7 +67,7 @@ def suite() -> Suite:
 def scorers(suite: Suite, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Evaluator]:
     """The suite's evaluators and detectors, built (and validated) by the built-in plugins."""
     host = PluginHost(Config(root=tmp_path_factory.mktemp("host")))
-    built = suite.build_scorers(host.registries["evaluators"], host.registries["detectors"])
+    built = suite.build_scorers(host.registries.evaluators, host.registries.detectors)
     return {scorer.metric: scorer for scorer in built}
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gatekeeper.builtin import evaluators
-from gatekeeper.builtin.evaluators import (
+from gatekeeper.builtin.scoring import evaluators
+from gatekeeper.builtin.scoring.evaluators import (
     Bleu,
     Contains,
     Cost,
@@ -28,9 +28,9 @@ from gatekeeper.builtin.evaluators import (
     Tokens,
     rouge_tokens,
 )
+from gatekeeper.engine.suites import load_yaml_suite
+from gatekeeper.host.registry import Register, make_registries
 from gatekeeper.kinds import Evaluator
-from gatekeeper.registry import Register, make_registries
-from gatekeeper.suites import load_yaml_suite
 from gatekeeper.types import Case, Generation, Score, UsageError
 
 

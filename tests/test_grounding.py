@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gatekeeper.builtin import grounding
-from gatekeeper.builtin.grounding import Grounding, scan, stem
-from gatekeeper.registry import Register, make_registries
+from gatekeeper.builtin.scoring import grounding
+from gatekeeper.builtin.scoring.grounding import Grounding, scan, stem
+from gatekeeper.host.registry import Register, make_registries
 from gatekeeper.types import Case, Generation, Score
 
 HALUEVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "halueval-qa-dev.jsonl"

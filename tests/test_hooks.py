@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from gatekeeper import hookimpl
 from gatekeeper.kinds import Command, DeployTarget, Detector, SignalSource, Tuner
-from gatekeeper.suites import Suite, load_yaml_suite
+from gatekeeper.engine.suites import Suite, load_yaml_suite
 
 class Echoes(Detector):
     name = "echoes"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gatekeeper.builtin.judge_grounding import locate
+from gatekeeper.builtin.scoring.judge_grounding import locate
 from gatekeeper.testing import Project
 from tests.fakes import FakeOpenAIServer
 from tests.judging_support import judge_spec, run, scores, setup, user_text

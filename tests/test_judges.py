@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gatekeeper.judging import ReplyError, ReplyFormat, extract_json, object_schema
+from gatekeeper.engine.judging import ReplyError, ReplyFormat, extract_json, object_schema
 from gatekeeper.testing import Project
 from tests.fakes import FakeOpenAIServer
 from tests.judging_support import (

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from gatekeeper.builtin.local_registry import STATE_FILE, LocalRegistry, consistency_problems
-from gatekeeper.config import Config
 from gatekeeper.kinds import RegistryConflict
 from gatekeeper.testing import Project
-from gatekeeper.types import UsageError
+from gatekeeper.types import Config, UsageError
 
 
 @pytest.fixture

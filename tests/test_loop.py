@@ -17,11 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gatekeeper.audit import AuditLog
 from gatekeeper.builtin.local_registry import LocalRegistry
-from gatekeeper.config import Config
+from gatekeeper.gate.audit import AuditLog
 from gatekeeper.testing import Project
-from gatekeeper.types import ModelSpec
+from gatekeeper.types import Config, ModelSpec
 
 pytest.importorskip("gatekeeper_hf")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.audit import AuditLog
 from gatekeeper.builtin.local_registry import LocalRegistry
-from gatekeeper.config import Config
+from gatekeeper.gate.audit import AuditLog
 from gatekeeper.testing import Project
+from gatekeeper.types import Config
 
 MODEL = "assistant"
 START = datetime(2026, 11, 16, 8, 0, tzinfo=UTC)

@@ -46,7 +46,7 @@ def test_a_plugin_for_another_api_is_refused_by_name(project: Project) -> None:
     assert result.exit_code == 4
     assert result.stderr.strip() == (
         f"error: plugin 'gatekeeper_plugins': needs gatekeeper plugin API >=2,<3, but gatekeeper "
-        f"{gatekeeper.plugins._gatekeeper_version()} provides plugin API 1.0; install a version of the plugin "
+        f"{gatekeeper.host.plugins._gatekeeper_version()} provides plugin API 1.0; install a version of the plugin "
         "made for API 1.0 (or a gatekeeper that provides >=2,<3), or skip it with -p no:gatekeeper_plugins"
     )
     assert "Traceback" not in result.output

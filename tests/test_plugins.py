@@ -194,3 +194,46 @@ def test_trace_plugins_prints_hook_calls(mini: Project) -> None:
     result = mini.run("--trace-plugins", "run", "--model", "replay:good.jsonl", "--out", "out")
     assert result.exit_code == 0, result.output
     result.fnmatch_lines(["[[]trace] gatekeeper_load_suite -> *suite_loader*", "[[]trace] * done in *ms"])
+
+
+def test_a_wrapper_on_a_register_hook_wraps_every_registration(project: Project, monkeypatch) -> None:
+    # pluggy's own path: a wrapper runs around each plugin's registration and sees the result;
+    # tryfirst registers before the built-ins (so it wins the name, and a built-in's clash names it).
+    project.write("gatekeeper_plugins.py", """
+        from pathlib import Path
+        from gatekeeper import hookimpl
+
+        @hookimpl(wrapper=True)
+        def gatekeeper_register_evaluators(register):
+            with Path("wrapped.log").open("a") as log:
+                log.write(f"before {register._plugin}\\n")
+            result = yield
+            with Path("wrapped.log").open("a") as log:
+                log.write(f"after {register._plugin}\\n")
+            return result
+    """)
+    project.write("gatekeeper_early.py", """
+        from gatekeeper import Evaluator, hookimpl
+
+        class Early(Evaluator):
+            name = "early"
+            def score(self, case, generation):
+                return self.result(1.0)
+
+        @hookimpl(tryfirst=True)
+        def gatekeeper_register_evaluators(register):
+            register(Early)
+    """)
+    monkeypatch.syspath_prepend(str(project.path))
+    monkeypatch.delitem(__import__("sys").modules, "gatekeeper_early", raising=False)
+    plugins = _plugins_json(project, "-p", "gatekeeper_early")
+    assert plugins["gatekeeper_early"]["registered"]["evaluators"] == ["early"]
+    assert "rouge_l" in plugins["evaluators"]["registered"]["evaluators"]
+    log = (project.path / "wrapped.log").read_text().splitlines()
+    registering = [line.split()[1] for line in log if line.startswith("before")]
+    assert registering[0] == "gatekeeper_early"
+    assert registering.count("evaluators") == 1 and "example" in registering
+    assert len(log) == 2 * len(registering)
+    traced = project.run("--trace-plugins", "-p", "gatekeeper_early", "plugins")
+    assert traced.exit_code == 0, traced.output
+    assert "gatekeeper_register_evaluators" in traced.stderr and "gatekeeper_early" in traced.stderr

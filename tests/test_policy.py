@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 from pydantic import BaseModel
 
-from gatekeeper.policy import (
+from gatekeeper.gate.policy import (
     Policy,
     ScopeResult,
     check_scope,
@@ -152,7 +152,7 @@ def test_support_assistant_policy_names_the_bundled_suite() -> None:
     suite_file = REPO / "suites" / "support_assistant.yaml"
     if not suite_file.is_file():
         pytest.skip("suites/support_assistant.yaml is not written yet")
-    from gatekeeper.suites import load_yaml_suite
+    from gatekeeper.engine.suites import load_yaml_suite
 
     suite = load_yaml_suite(suite_file)
     assert suite is not None

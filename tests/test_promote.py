@@ -13,21 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.audit import AuditLog
 from gatekeeper.builtin.local_registry import STATE_FILE, LocalRegistry, consistency_problems
-from gatekeeper.config import Config
-from gatekeeper.testing import Project
+from gatekeeper.gate.audit import AuditLog
+from gatekeeper.testing import Project, run_paired_check, write_paired_project
+from gatekeeper.types import Config
 
 N = 120
 MODEL = "paired-model"
-
-SUITE = """
-suite: paired
-prompt: {messages: [{role: user, content: "{{ input }}"}]}
-dataset: cases.jsonl
-evaluators:
-  - {name: contains, as: facts, field: facts, mode: all}
-"""
 
 POLICY = """
 metadata: {id: deploy-pccp, title: Deploy plan, version: "3", effective_date: 2026-01-01, owner: qa}
@@ -60,20 +52,14 @@ traceability:
 """
 
 
-def outputs(n_right: int, n: int = N, offset: int = 0) -> list[dict[str, str]]:
-    return [{"id": f"c{i:03d}", "output": "yes" if (i + offset) % n < n_right else "no"} for i in range(n)]
+def right(n_right: int, n: int = N) -> list[bool]:
+    return [i < n_right for i in range(n)]
 
 
 def deploy_project(project: Project, margin: float = 0.05) -> Project:
-    project.write("suites/paired.yaml", SUITE)
-    project.write_jsonl("suites/cases.jsonl", [{"id": f"c{i:03d}", "input": f"q{i}", "facts": ["yes"]}
-                                               for i in range(N)])
-    project.write_jsonl("baseline.jsonl", outputs(90))
-    project.write_jsonl("better.jsonl", outputs(100))
-    project.write_jsonl("better2.jsonl", outputs(101))
-    project.write_jsonl("worse.jsonl", outputs(60))
-    project.write("policy.yaml", POLICY.replace("MARGIN", str(margin)))
-    from gatekeeper.approvals import new_keypair
+    write_paired_project(project, baseline=right(90), margin=margin, policy=POLICY.replace("MARGIN", "{margin}"),
+                         candidates={"better": right(100), "better2": right(101), "worse": right(60)})
+    from gatekeeper.gate.approvals import new_keypair
 
     new_keypair(project.path / "keys/qa", signer="Quinn QA")
     registered = project.run("registry", "register", "replay:baseline.jsonl", "--model", MODEL,
@@ -83,8 +69,7 @@ def deploy_project(project: Project, margin: float = 0.05) -> Project:
 
 
 def check(project: Project, candidate: str, out: str, expect: int = 0) -> Path:
-    result = project.run("check", "--baseline", "replay:baseline.jsonl", "--candidate", f"replay:{candidate}",
-                         "--policy", "policy.yaml", "--out", out, "--no-progress")
+    result = run_paired_check(project, candidate.removesuffix(".jsonl"), out=out)
     assert result.exit_code == expect, result.output
     return project.path / out
 
@@ -113,7 +98,7 @@ def test_promote_walks_the_policy_stages_and_records_each_step(deploy: Project) 
     prov = version["provenance"]
     assert prov["verdict"] == "PROMOTE" and prov["policy"]["id"] == "deploy-pccp" and prov["policy"]["version"] == "3"
     assert prov["identity"]["provider"] == "replay" and len(prov["identity"]["digest"]) == 64
-    from gatekeeper.approvals import load_decision, record_hash
+    from gatekeeper.gate.approvals import load_decision, record_hash
 
     assert prov["decision"] == record_hash(load_decision(deploy.path / "out"))
 
@@ -227,7 +212,8 @@ def test_a_decision_unknown_to_the_audit_trail_or_a_broken_trail_is_refused(depl
 
 def test_a_check_against_an_older_production_is_refused(deploy: Project) -> None:
     check(deploy, "better.jsonl", "out")
-    deploy.write_jsonl("other.jsonl", outputs(95))
+    deploy.write_jsonl("other.jsonl", [{"id": f"c{i:03d}", "output": "yes" if ok else "no"}
+                                       for i, ok in enumerate(right(95))])
     assert deploy.run("registry", "register", "replay:other.jsonl", "--model", MODEL,
                       "--alias", "production").exit_code == 0
     result = deploy.run("promote", "out")

@@ -124,7 +124,7 @@ def test_rate_limits_back_off_and_lose_no_case(project: Project) -> None:
 
 
 def test_limiter_halves_on_throttle_and_grows_on_success() -> None:
-    from gatekeeper.runner import AdaptiveLimiter
+    from gatekeeper.engine.runner import AdaptiveLimiter
 
     async def scenario() -> list[float]:
         lim = AdaptiveLimiter(initial=8, maximum=10)
@@ -149,7 +149,7 @@ def test_limiter_halves_on_throttle_and_grows_on_success() -> None:
 
 
 def test_limiter_halves_once_per_round_trip_not_once_per_429() -> None:
-    from gatekeeper.runner import AdaptiveLimiter
+    from gatekeeper.engine.runner import AdaptiveLimiter
 
     async def scenario() -> list[float]:
         lim = AdaptiveLimiter(initial=16, maximum=16)

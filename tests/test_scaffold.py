@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.builtin.scaffold import KINDS, api_spec
+from gatekeeper.builtin.commands.scaffold import KINDS, api_spec
 from gatekeeper.testing import CLIResult, Project
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from gatekeeper.signal_summary import summarize
-from gatekeeper.signals import SignalFilter, read_signals, scan_signals
+from gatekeeper.signals.records import SignalFilter, read_signals, scan_signals
+from gatekeeper.signals.summary import summarize
 from gatekeeper.types import UsageError
 from tests.signal_support import (
     NO_AUTOLOAD,

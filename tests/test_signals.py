@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.signals import Signal, SignalFilter, read_signals, resolve_source, signal_from_row
+from gatekeeper.signals.records import Signal, SignalFilter, read_signals, resolve_source, signal_from_row
 from gatekeeper.types import UsageError
 from tests.signal_support import builtin_registries, flat_row, make_signal, write_jsonl
 

@@ -63,7 +63,7 @@ def test_summarize_json_by_slice_with_filters(history):
     result = run(history, "signals", "summarize", "signals.jsonl", "--by", "topic", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["schema"] == "gatekeeper.signals-summary/1"
+    assert summary["schema"] == "gatekeeper.signals.records-summary/1"
     groups = {(g["model_version"], tuple(g["slice"].items())): g for g in summary["groups"]}
     assert set(groups) == {("1", ()), ("1", (("topic", "billing"),)), ("1", (("topic", "returns"),)),
                            ("2", ()), ("2", (("topic", "billing"),))}
@@ -101,7 +101,7 @@ def test_summarize_errors_are_usage_errors(history):
 
 
 def test_summarize_shows_the_bundled_canary_windows():
-    from gatekeeper.signal_summary import summarize
+    from gatekeeper.signals.summary import summarize
     from tests.signal_support import builtin_registries
 
     registries = builtin_registries()
@@ -143,8 +143,8 @@ def test_built_suite_loads_and_runs_with_a_replay_model(history):
 
 def test_built_suite_hash_is_what_the_policy_pins(history):
     from gatekeeper.builtin.suite_loader import gatekeeper_load_suite
-    from gatekeeper.config import load_config
-    from gatekeeper.policy import SequesteredTestSet, check_sequestered, load_policy
+    from gatekeeper.gate.policy import SequesteredTestSet, check_sequestered, load_policy
+    from gatekeeper.host.config import load_config
 
     write_jsonl(history.path / "many.jsonl", [make_signal(i, verdict="edited") for i in range(80)])
     assert run(history, "signals", "build-suite", "many.jsonl", "--out", "suites/reg.yaml").exit_code == 0
@@ -193,7 +193,7 @@ def gatekeeper_register_tuners(register):
 
 
 def test_built_dataset_feeds_tune_with_its_provenance(history):
-    from gatekeeper.policy import check_scope, load_policy
+    from gatekeeper.gate.policy import check_scope, load_policy
 
     rows = [make_signal(i, verdict=("accepted", "edited", "rejected")[i % 3],
                         edited=f"Better {i}." if i % 3 else None) for i in range(120)]

@@ -1,4 +1,4 @@
-"""Tests of gatekeeper.stats: published values, calibration by simulation, and the
+"""Tests of gatekeeper.gate.stats: published values, calibration by simulation, and the
 decisions the gate promises (non-inferiority with a 3-point margin on binary metrics)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from gatekeeper import stats
-from gatekeeper.stats import (
+from gatekeeper.gate import stats
+from gatekeeper.gate.stats import (
     Comparison,
     average_epochs,
     cluster_robust_ci,

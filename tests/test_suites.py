@@ -8,10 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gatekeeper.config import Config
-from gatekeeper.suites import Expression, discover, load_yaml_suite, select
+from gatekeeper.engine.suites import Expression, discover, load_yaml_suite, select
 from gatekeeper.testing import Project
-from gatekeeper.types import UsageError
+from gatekeeper.types import Config, UsageError
 
 HEADER = """
 suite: ds

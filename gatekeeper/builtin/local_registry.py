@@ -22,11 +22,9 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from gatekeeper import hookimpl
-from gatekeeper.audit import default_actor, utc_now
-from gatekeeper.config import Config
 from gatekeeper.files import fsync_directory
-from gatekeeper.kinds import UNSET, DeployTarget, RegistryConflict, Unset
-from gatekeeper.types import UsageError
+from gatekeeper.kinds import UNSET, DeployTarget, Register, Unset, check_expected, rollback_target
+from gatekeeper.types import Config, UsageError, default_actor, utc_now
 
 REGISTRY_SCHEMA = "gatekeeper.registry/1"
 STATE_FILE = "registry.json"
@@ -43,50 +41,8 @@ def empty_state() -> dict[str, Any]:
 # --------------------------------------------------------------------------- rules shared by targets
 
 
-def check_expected(alias: str, current: str | None, expected: str | Unset | None) -> None:
-    """Raise :class:`RegistryConflict` when ``alias`` no longer points where the caller saw it."""
-    if isinstance(expected, Unset) or current == expected:
-        return
-    seen = "unset" if expected is None else f"version {expected}"
-    now = "unset" if current is None else f"version {current}"
-    raise RegistryConflict(
-        f"alias {alias!r} changed while this command ran (it was {seen}, it is now {now}): "
-        "another promotion or rollback won; nothing was changed — check `gatekeeper registry show` "
-        "and run the command again if it still applies"
-    )
 
 
-def rollback_target(history: list[dict[str, Any]], alias: str, current: dict[str, Any]) -> dict[str, Any] | None:
-    """The assignment ``alias`` returns to on a rollback: ``{"version", "traffic", "stage"}``.
-
-    The most recent earlier assignment of another version that was not itself rolled back
-    from on this alias. ``None`` means the alias was unset before (a canary): remove it.
-    :raises UsageError: no earlier version and the alias carries all traffic.
-    """
-    assignments: list[dict[str, Any] | None] = []
-    rolled_back: set[str] = set()
-    for event in history:
-        if event.get("alias") != alias:
-            continue
-        if event["action"] == "rollback" and event.get("previous"):
-            rolled_back.add(str(event["previous"]))
-        if event["action"] == "remove_alias" or (event["action"] == "rollback" and event.get("version") is None):
-            assignments.append(None)
-        elif event["action"] in ("alias", "rollback"):
-            assignments.append({k: event.get(k) for k in ("version", "traffic", "stage")})
-    for entry in reversed(assignments):
-        if entry is None:
-            if float(current.get("traffic", 1.0)) < 1.0:
-                return None
-            continue
-        if entry["version"] != current["version"] and entry["version"] not in rolled_back:
-            return {**entry, "traffic": 1.0 if entry["traffic"] is None else entry["traffic"]}
-    if float(current.get("traffic", 1.0)) < 1.0:
-        return None
-    raise UsageError(
-        f"alias {alias!r} has no earlier version to roll back to (it carries all traffic); "
-        "name one with --to VERSION"
-    )
 
 
 def consistency_problems(state: dict[str, Any]) -> list[str]:
@@ -294,5 +250,5 @@ class LocalRegistry(DeployTarget):
 
 
 @hookimpl
-def gatekeeper_register_deploy_targets(register: Any) -> None:
+def gatekeeper_register_deploy_targets(register: Register[DeployTarget]) -> None:
     register(LocalRegistry)

@@ -1,7 +1,7 @@
 """Built-in signal sources: JSONL, CSV and Parquet files (Polars), SQL tables (SQLAlchemy)
 and OpenTelemetry GenAI spans exported as OTLP JSON.
 
-Each yields raw rows in the nested or flat layout of :mod:`gatekeeper.signals`; the host
+Each yields raw rows in the nested or flat layout of :mod:`gatekeeper.signals.records`; the host
 validates them. The columnar ones override ``scan`` so that time window, model version and
 slice filters reach the file reader or the database.
 """
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from gatekeeper import hookimpl
-from gatekeeper.kinds import RowRef, SignalSource
-from gatekeeper.signals import SignalFilter
+from gatekeeper.kinds import Register, RowRef, SignalSource
+from gatekeeper.signals.records import SignalFilter
 from gatekeeper.types import GatekeeperError, UsageError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def _paths(location: str, suffixes: tuple[str, ...] = ()) -> list[Path]:
 
 
 def _filtered(frame: pl.LazyFrame, filters: SignalFilter) -> pl.LazyFrame:
-    from gatekeeper.signals import normalize_frame
+    from gatekeeper.signals.records import normalize_frame
 
     frame = normalize_frame(frame)
     predicate = filters.polars_predicate(set(frame.collect_schema().names()))
@@ -62,7 +62,7 @@ class JsonlSource(SignalSource):
     schemes = ("jsonl", "ndjson")
 
     def read(self, location: str, filters: SignalFilter) -> Rows:
-        from gatekeeper.suites import read_jsonl
+        from gatekeeper.files import read_jsonl
 
         for path in _paths(location, self.schemes):
             for line, row in read_jsonl(path):
@@ -413,12 +413,12 @@ class OtlpJsonSource(SignalSource):
         if whole is not None:
             raise UsageError("not an OTLP JSON trace export (expected an object with 'resourceSpans'); signal "
                              "records go in .jsonl files", file=str(path), line=1)
-        from gatekeeper.suites import read_jsonl
+        from gatekeeper.files import read_jsonl
 
         yield from read_jsonl(path)
 
 
 @hookimpl
-def gatekeeper_register_signal_sources(register: Any) -> None:
+def gatekeeper_register_signal_sources(register: Register[SignalSource]) -> None:
     for source in (JsonlSource, CsvSource, ParquetSource, SqlSource, OtlpJsonSource):
         register(source)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gatekeeper import hookimpl
-from gatekeeper.config import Config
-from gatekeeper.suites import Suite, load_yaml_suite
+from gatekeeper.engine.suites import Suite, load_yaml_suite
+from gatekeeper.types import Config
 
 
 @hookimpl(trylast=True)

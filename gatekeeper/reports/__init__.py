@@ -7,9 +7,8 @@ is registered as the built-in plugin ``reporters`` (``-p no:reporters`` blocks i
 
 from __future__ import annotations
 
-from typing import Any
-
 from gatekeeper import hookimpl
+from gatekeeper.kinds import Register, Reporter
 from gatekeeper.reports.html import HtmlReporter
 from gatekeeper.reports.json_report import JsonReporter
 from gatekeeper.reports.junit import JUnitReporter
@@ -19,7 +18,7 @@ __all__ = ["GITHUB_COMMENT_LIMIT", "HtmlReporter", "JUnitReporter", "JsonReporte
 
 
 @hookimpl
-def gatekeeper_register_reporters(register: Any) -> None:
+def gatekeeper_register_reporters(register: Register[Reporter]) -> None:
     register(JsonReporter)
     register(JUnitReporter)
     register(MarkdownReporter)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatekeeper.decision import score_table
+from gatekeeper.gate.decision import score_table
 
 WORST_PER_METRIC = 5
 FINDINGS_PER_MODEL = 30

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-ATTESTATIONS_KEY = "attestations"
+from gatekeeper.gate.attestations import ATTESTATIONS_KEY, record_body
+
+__all__ = ["ATTESTATIONS_KEY", "record_body"]  # shared by the reporters
+
 """In-memory only: approvals and audit-trail status handed to reporters beside the record.
 
 They come after the decision (a signature is made over the record), so they are never
@@ -39,9 +42,6 @@ def ci_level(row: dict[str, Any]) -> float:
     return round(100 * (1 - (2 * alpha if row.get("sides") == "one" else alpha)), 1)
 
 
-def record_body(record: dict[str, Any]) -> dict[str, Any]:
-    """The record as it is stored: without the in-memory attestations."""
-    return {k: v for k, v in record.items() if k != ATTESTATIONS_KEY}
 
 
 REQUIRED_FIELDS = {

@@ -63,7 +63,7 @@ def _environment() -> Any:
 
 def view(record: dict[str, Any], *, print_mode: bool = False) -> dict[str, Any]:
     """Everything the template shows, derived from the record."""
-    from gatekeeper.approvals import record_hash
+    from gatekeeper.gate.approvals import record_hash
 
     body = record_body(record)
     kind = body.get("kind", "run")

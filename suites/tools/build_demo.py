@@ -162,7 +162,7 @@ def max_tokens_of(suite_file: Path = SUITE_FILE) -> int:
 
 def render_messages(templates: list[tuple[str, str]], context: str, question: str) -> list[dict[str, str]]:
     """The chat messages a model sees, rendered in gatekeeper's jinja2 sandbox."""
-    from gatekeeper.suites import render
+    from gatekeeper.engine.suites import render
 
     scope = {"context": context, "input": question}
     return [{"role": role, "content": render(text, scope, where=str(SUITE_FILE))} for role, text in templates]

@@ -9,7 +9,7 @@ each draft with rates that depend on the topic, the agent's role and the model v
 some users gave no consent for training or evaluation; some signals are retries
 (duplicates). No question of the evaluation suite is used.
 
-Files (Parquet, the flat layout of ``gatekeeper.signals``):
+Files (Parquet, the flat layout of ``gatekeeper.signals.records``):
 
 - ``window1.parquet``: two weeks of version "1" in production (the history);
 - ``window2-better.parquet`` / ``window2-worse.parquet``: three days of canary, version
@@ -287,7 +287,7 @@ def to_frame(rows: list[dict[str, Any]]) -> Any:
     """Validate every row against the schema and lay it out flat (one column per field)."""
     import polars as pl
 
-    from gatekeeper.signals import Signal
+    from gatekeeper.signals.records import Signal
 
     flat = []
     for row in rows:

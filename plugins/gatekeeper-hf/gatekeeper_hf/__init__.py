@@ -3,7 +3,9 @@
 Registers, through the ``gatekeeper`` entry-point group (module :mod:`gatekeeper_hf.plugin`):
 
 - the model provider ``hf`` (``hf:smollm2``, ``hf:path/to/model?adapter=runs/a7``),
-- the tuners ``lora`` (supervised LoRA fine-tuning) and ``dpo`` (preference tuning),
+- the tuners ``lora`` (supervised LoRA fine-tuning), ``dpo`` (preference tuning), ``grpo``
+  (reinforcement learning rewarded by a reward suite) and ``distill`` (a teacher's answers),
+  all on TRL (docs/tuning.md),
 - the evaluator ``semantic_similarity`` and the detectors ``embedding_grounding`` and
   ``self_consistency``.
 

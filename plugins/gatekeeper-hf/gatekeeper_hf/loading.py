@@ -183,8 +183,9 @@ def quiet_transformers() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    logging: Any = transformers.logging  # untyped in transformers
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
 
 
 def materialize(source: ModelSource, cache_root: Path) -> Path:
@@ -268,7 +269,8 @@ def load_base_model(directory: Path, dtype: str = "float32", device: str = "cpu"
     except Exception as exc:
         raise UsageError(f"cannot load model {directory}: {type(exc).__name__}: {exc}", field="model") from None
     movable: Any = model  # transformers' decorated .to() confuses mypy
-    return movable.to(device)
+    moved: PreTrainedModel = movable.to(device)
+    return moved
 
 
 def read_provenance(adapter: Path) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from gatekeeper.config import Config
+    from gatekeeper.types import Config
 
 SPEC_PARAMS = ("adapter", "device", "batch_size", "dtype")
 DEFAULT_BATCH_SIZE = 16
@@ -121,7 +121,7 @@ def load_model(spec: ModelSpec, settings: HFSettings, root: Path) -> HFModel:
     model = load_base_model(directory, settings.dtype, settings.device)
     if settings.adapter is not None:
         model = apply_adapter(model, settings.adapter, merge=True)
-    model.eval()
+    model.train(False)  # inference mode (what .eval() does; .eval is untyped)
     identity = make_identity(spec, source, settings)
     return HFModel(model, tokenizer, identity, settings.device, settings.batch_size)
 

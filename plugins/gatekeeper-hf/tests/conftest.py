@@ -153,8 +153,7 @@ def helpers() -> Helpers:
 @pytest.fixture(scope="session")
 def tiny_adapter(tiny_model: Path, sft_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter trained on the tiny model with the ``lora`` tuner."""
-    from gatekeeper.config import Config
-    from gatekeeper.types import ModelSpec
+    from gatekeeper.types import Config, ModelSpec
     from gatekeeper_hf.tuning import LoraTuner
 
     out = tmp_path_factory.mktemp("adapter")

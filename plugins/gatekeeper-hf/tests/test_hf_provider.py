@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.config import Config
-from gatekeeper.types import Case, GenerationRequest, ModelSpec, UsageError
+from gatekeeper.types import Case, Config, GenerationRequest, ModelSpec, UsageError
 from gatekeeper_hf.provider import HFModel, HFProvider
 
 CASE = Case(id="c1", suite="s", messages=())

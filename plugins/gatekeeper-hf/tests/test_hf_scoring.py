@@ -7,9 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from gatekeeper.config import Config
 from gatekeeper.kinds import EvalContext, Model
-from gatekeeper.types import Case, Generation, GenerationRequest, ModelIdentity
+from gatekeeper.types import Case, Config, Generation, GenerationRequest, ModelIdentity
 from gatekeeper_hf.embeddings import embedding_model_dir, get_encoder, split_sentences
 from gatekeeper_hf.scoring import EmbeddingGrounding, SelfConsistency, SemanticSimilarity
 

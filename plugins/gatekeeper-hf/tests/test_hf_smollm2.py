@@ -7,8 +7,7 @@ from typing import NoReturn
 
 import pytest
 
-from gatekeeper.config import Config
-from gatekeeper.types import Case, GenerationRequest, ModelSpec
+from gatekeeper.types import Case, Config, GenerationRequest, ModelSpec
 from gatekeeper_hf import loading
 from gatekeeper_hf.provider import HFProvider
 

@@ -1,18 +1,21 @@
-"""The ``lora`` and ``dpo`` tuners on the tiny Llama: determinism, bounds, data errors, provenance."""
+"""The ``lora`` and ``dpo`` tuners (TRL) on the tiny Llama: determinism, bounds, data errors, provenance."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gatekeeper.config import Config
-from gatekeeper.types import ModelSpec, UsageError
+from gatekeeper.types import Config, ModelSpec, UsageError
 from gatekeeper_hf.loading import adapter_digest
 from gatekeeper_hf.tuning import DpoTuner, LoraTuner, encode_conversation
+
+if os.environ.get("GATEKEEPER_ALL_EXTRAS") != "1":
+    pytest.importorskip("trl")
 
 POLICY_BOUNDS = {
     "rank": {"max": 16},
@@ -63,7 +66,11 @@ def test_lora_provenance_records_base_data_and_adapter(
     }
     assert provenance["seed"] == 7
     assert provenance["hyperparameters"]["learning_rate"] == 0.02
-    assert set(provenance["versions"]) == {"torch", "transformers", "peft", "gatekeeper-hf"}
+    assert set(provenance["versions"]) == {"torch", "transformers", "peft", "trl", "datasets", "accelerate",
+                                           "gatekeeper-hf"}
+    assert provenance["manifest_version"] == 1
+    assert provenance["training"]["trainer"] == "trl"
+    assert provenance["training"]["tokens_per_s"] > 0
     assert provenance["wall_time_s"] > 0
     assert provenance["training"]["steps"] == 16
     assert provenance["training"]["loss_last"] < provenance["training"]["loss_first"]
@@ -191,8 +198,6 @@ def test_dpo_prefers_the_chosen_answers_and_records_provenance(helpers: Any, tin
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gatekeeper_hf.tuning import collate, sequence_logprobs
-
     data = helpers.write_jsonl(tmp_path / "prefs.jsonl", dpo_rows())
     params = {"rank": 8, "alpha": 16, "learning_rate": 0.02, "epochs": 4, "batch_size": 4, "seed": 5,
               "beta": 0.5, "target_modules": helpers.all_projections}
@@ -210,12 +215,22 @@ def test_dpo_prefers_the_chosen_answers_and_records_provenance(helpers: Any, tin
     rows = [encode_conversation(tokenizer, [*prompt, {"role": "assistant", "content": answer}], 512, "t",
                                 last_turn_only=True)
             for answer in ("Please open Settings and choose Billing.", "The capital of Germany is Berlin.")]
-    batch = collate(rows, tokenizer.pad_token_id, "cpu")
     with torch.no_grad():
-        tuned = sequence_logprobs(model, batch)
+        tuned = [answer_logprob(model, row) for row in rows]
         with model.disable_adapter():
-            reference = sequence_logprobs(model, batch)
+            reference = [answer_logprob(model, row) for row in rows]
     assert (tuned[0] - tuned[1]) > (reference[0] - reference[1])
+
+
+def answer_logprob(model: Any, row: Any) -> float:
+    """Sum of the log-probabilities of a row's labelled tokens, straight from the model's logits."""
+    import torch
+
+    ids = torch.tensor([row.input_ids])
+    labels = torch.tensor(row.labels)[1:]
+    logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+    picked = logps.gather(1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return float((picked * (labels != -100)).sum())
 
 
 def test_dpo_rows_need_chosen_and_rejected(helpers: Any, tiny_model: Path, tmp_path: Path) -> None:
@@ -231,20 +246,61 @@ def test_dpo_refuses_out_of_bounds_like_lora(helpers: Any, tiny_model: Path, tmp
         tune(tiny_model, data, tmp_path / "dpo", WITHIN_BOUNDS | {"rank": 64}, tuner=DpoTuner(), bounds=POLICY_BOUNDS)
 
 
-def test_the_loss_on_labelled_positions_equals_the_models_own(tiny_model: Path, helpers: Any) -> None:
+def test_the_first_step_loss_is_the_base_models_loss_on_assistant_tokens(
+    tiny_model: Path, helpers: Any, tmp_path: Path
+) -> None:
+    """Equivalence with the loop TRL replaced: the adapter starts at zero, so step 1's loss is
+    the base model's mean cross-entropy over the assistant tokens of the first batch, which
+    transformers computes on its own here (rows in the order the seed gives)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gatekeeper_hf.tuning import causal_lm_loss, collate, sequence_logprobs
+    from gatekeeper_hf.trl_training import row_order, total_steps
+    from gatekeeper_hf.tuning import LoraParams
 
+    data = helpers.write_jsonl(tmp_path / "train.jsonl", helpers.sft_rows(6))
+    params = {"batch_size": 3, "seed": 11, "max_steps": 2, "dropout": 0.0}
+    provenance = tune(tiny_model, data, tmp_path / "a", params)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
-    rows = [encode_conversation(tokenizer, r["messages"], 512, "t") for r in helpers.sft_rows(3)]
-    batch = collate(rows, tokenizer.pad_token_id, "cpu")
+    hyper = LoraParams(**params)
+    first = row_order(6, hyper, total_steps(6, hyper))[:3]
+    rows = [encode_conversation(tokenizer, helpers.sft_rows(6)[i]["messages"], 512, "t") for i in first]
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.tensor([r.input_ids + [tokenizer.pad_token_id] * (width - len(r.input_ids)) for r in rows])
+    labels = torch.tensor([r.labels + [-100] * (width - len(r.labels)) for r in rows])
+    mask = (torch.arange(width)[None, :] < torch.tensor([len(r.input_ids) for r in rows])[:, None]).long()
     with torch.no_grad():
-        assert causal_lm_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        labels = batch["labels"][:, 1:]
-        full = torch.log_softmax(logits, -1).gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        expected = (full * (labels != -100)).sum(-1)
-        assert torch.allclose(sequence_logprobs(model, batch), expected, atol=1e-4)
+        expected = model(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+    assert provenance["training"]["losses"][0] == pytest.approx(expected, rel=1e-4)
+    assert provenance["training"]["steps"] == 2
+
+
+def test_identical_preference_pair_is_refused_naming_the_line(helpers: Any, tiny_model: Path, tmp_path: Path) -> None:
+    same = {"prompt": "Where is my order?", "chosen": "It ships today.", "rejected": " It ships today. "}
+    data = helpers.write_jsonl(tmp_path / "prefs.jsonl", [*dpo_rows(2), same])
+    with pytest.raises(UsageError, match="the same answer") as info:
+        tune(tiny_model, data, tmp_path / "dpo", dict(WITHIN_BOUNDS), tuner=DpoTuner())
+    assert (info.value.file, info.value.line, info.value.field) == (str(data), 3, "rejected")
+
+
+def test_a_failed_run_leaves_no_directory_that_looks_complete(
+    helpers: Any, tiny_model: Path, sft_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "adapter"
+    with pytest.raises(UsageError, match="target module 'w_proj' is not in the base model"):
+        tune(tiny_model, sft_data, out, dict(WITHIN_BOUNDS, target_modules=["w_proj"]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_retraining_replaces_the_adapter_only_when_the_new_one_is_complete(
+    helpers: Any, tiny_model: Path, sft_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "adapter"
+    first = tune(tiny_model, sft_data, out, dict(WITHIN_BOUNDS))
+    with pytest.raises(UsageError):
+        tune(tiny_model, sft_data, out, dict(WITHIN_BOUNDS, target_modules=["w_proj"]))
+    assert json.loads((out / "provenance.json").read_text())["adapter"]["digest"] == first["adapter"]["digest"]
+    second = tune(tiny_model, sft_data, out, dict(WITHIN_BOUNDS, seed=4))
+    assert adapter_digest(out) == second["adapter"]["digest"] != first["adapter"]["digest"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gatekeeper import hookimpl
+from gatekeeper.kinds import DeployTarget, Register
 
 
 @hookimpl
-def gatekeeper_register_deploy_targets(register: Any) -> None:
+def gatekeeper_register_deploy_targets(register: Register[DeployTarget]) -> None:
     from gatekeeper_mlflow.target import MlflowRegistry
 
     register(MlflowRegistry)

@@ -23,11 +23,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.audit import default_actor, utc_now
-from gatekeeper.builtin.local_registry import check_expected, rollback_target
-from gatekeeper.config import Config
-from gatekeeper.kinds import UNSET, DeployTarget, Unset
-from gatekeeper.types import PluginError, UsageError
+from gatekeeper.kinds import UNSET, DeployTarget, Unset, check_expected, rollback_target
+from gatekeeper.types import Config, PluginError, UsageError, default_actor, utc_now
 
 PREFIX = "gatekeeper."
 EVENT_PREFIX = PREFIX + "event."

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.audit import AuditLog
-from gatekeeper.config import Config
+from gatekeeper.gate.audit import AuditLog
 from gatekeeper.kinds import RegistryConflict
 from gatekeeper.testing import Project
-from gatekeeper.types import UsageError
+from gatekeeper.types import Config, UsageError
 from gatekeeper_mlflow import MlflowRegistry
 
 N = 120

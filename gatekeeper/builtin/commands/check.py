@@ -1,0 +1,100 @@
+"""``gatekeeper check`` (the gate) and ``gatekeeper status`` (a decision after approvals)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from gatekeeper import hookimpl
+from gatekeeper.builtin.commands.run import add_selection_arguments, print_usage
+from gatekeeper.gate.check import run_check
+from gatekeeper.kinds import Command, Register, Session
+from gatekeeper.types import UsageError
+
+
+class CheckCommand(Command):
+    name = "check"
+    help = "run the policy's suites on candidate and baseline, compare, decide, record"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        add_selection_arguments(parser)
+        parser.add_argument("--candidate", help="candidate model spec (default: config 'candidate')")
+        parser.add_argument("--baseline", help="baseline model spec (default: config 'baseline')")
+        parser.add_argument("--policy", type=Path, help="PCCP policy YAML (default: config 'policy')")
+        parser.add_argument("--out", type=Path, help="output directory (default: config 'out')")
+        parser.add_argument("--provenance", type=Path,
+                            help="the candidate's provenance.json (default: next to its adapter/recording)")
+        parser.add_argument("--format", action="append", dest="formats", help="report format (repeatable)")
+        parser.epilog = (
+            "exit codes: 0 PROMOTE, 1 REJECT, 2 HOLD (needs signed approval), 3 INCONCLUSIVE, "
+            "4 usage or configuration error, 5 harness error"
+        )
+
+    def run(self, args: argparse.Namespace, session: Session) -> int:
+        from gatekeeper.gate.decision import EXIT_CODES
+
+        record, written = run_check(
+            session, paths=args.paths, keyword=args.keyword, marker=args.marker,
+            candidate=args.candidate, baseline=args.baseline, policy_path=args.policy, out=args.out,
+            provenance=args.provenance, formats=args.formats, progress=not args.no_progress,
+        )
+        print_decision(session, record)
+        session.echo("wrote " + ", ".join(str(p) for p in written))
+        return int(EXIT_CODES[record["decision"]])
+
+
+def print_decision(session: Any, record: dict[str, Any]) -> None:
+    session.echo(f"decision: {record['decision']}  (policy {record['policy']['id']} "
+                 f"v{record['policy']['version']}, run {record['run_id']})")
+    for reason in record["reasons"]:
+        session.echo(f"  - [{reason['clause']}] {reason['text']}")
+    session.echo(f"  {'metric':<28} {'n':>5} {'baseline':>9} {'candidate':>9} {'delta':>8}  verdict")
+    for m in record["metrics"]:
+        name = m["name"] + (f"[{m['slice']['field']}={m['slice']['value']}]" if m["slice"] else "")
+        f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+        d = "-" if m["delta"] is None else f"{m['delta']:+.3f}"
+        session.echo(f"  {name:<28} {m['n']:>5} {f(m['baseline']):>9} {f(m['candidate']):>9} {d:>8}  {m['verdict']}")
+    st = record["stats"]
+    session.echo(f"model calls: {st['model_calls']} (cache hits: {st['cache_hits']}) in {st['wall_s']:.1f} s")
+    print_usage(session, st)
+
+
+class StatusCommand(Command):
+    name = "status"
+    help = "show a check's decision, counting signed approvals; exit 0 when it may be promoted"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("run", type=Path, help="the check's output directory")
+
+    def run(self, args: argparse.Namespace, session: Session) -> int:
+        from gatekeeper.engine.session import read_record
+        from gatekeeper.gate.approvals import RequiredApproval, check_approvals, promotable
+        from gatekeeper.gate.decision import EXIT_CODES
+
+        record = read_record(args.run)
+        if record.get("kind") != "check":
+            raise UsageError("not a decision record (run 'gatekeeper check')", file=str(args.run))
+        required = [
+            RequiredApproval(a["role"], a["meaning"], [Path(p) for p in a["public_keys"]])
+            for a in record.get("approvals", {}).get("required", [])
+        ]
+        ok, why = promotable(args.run, required)
+        session.echo(f"decision: {record['decision']} — {why}")
+        if required:
+            status = check_approvals(args.run, required)
+            for approval in status.valid:
+                session.echo(f"  signed: {approval['signer']} as {approval['role']} ({approval['meaning']}) "
+                             f"at {approval['time']}")
+            for problem in status.problems:
+                session.echo(f"  refused: {problem}")
+        if ok:
+            session.echo("promotable: yes")
+            return 0
+        return int(EXIT_CODES.get(record["decision"], 5))
+
+
+@hookimpl
+def gatekeeper_register_commands(register: Register[Command]) -> None:
+    register(CheckCommand)
+    register(StatusCommand)

@@ -1,0 +1,433 @@
+"""Asynchronous execution: cache first, then bounded adaptive concurrency with retries.
+
+For every model and every case × epoch the runner looks the request up in the cache;
+the rest it sends in batches (when the model batches) under an AIMD concurrency limit:
+the limit grows by one after a window of successes and halves on a rate limit or a
+timeout, and a ``Retry-After`` pauses every worker of that model. Each answer is cached
+the moment it arrives, then scored by the suite's evaluators and detectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gatekeeper.engine.cache import Cache, generation_key
+from gatekeeper.engine.suites import Suite
+from gatekeeper.kinds import EvalContext, Evaluator, Model
+from gatekeeper.types import (
+    Case,
+    CaseResult,
+    Generation,
+    GenerationRequest,
+    ProviderError,
+    RateLimited,
+    RunnerConfig,
+    Score,
+)
+
+
+@dataclass
+class RunStats:
+    """Counters shown to the user and stored in the run record."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    model_calls: int = 0
+    """Requests actually sent to a model (a batch of 16 counts 16)."""
+    retries: int = 0
+    rate_limited: int = 0
+    timeouts: int = 0
+    generation_errors: int = 0
+    scorer_errors: int = 0
+    wall_s: float = 0.0
+    max_concurrency_reached: int = 0
+    deduplicated: int = 0
+    """Requests answered by an identical request already in flight (sent once, used twice)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    """Dollars spent on the calls of this run (cached answers cost nothing), from the
+    providers' price tables; 0.0 when no provider knows its price."""
+
+
+class AdaptiveLimiter:
+    """AIMD limit on calls in flight, with a shared pause for ``Retry-After``.
+
+    The limit halves at most once per round trip: a throttle answered to a call that left
+    before the last decrease is the same congestion, already acted on (as in TCP), so a
+    burst of 429s does not collapse the limit to one.
+    """
+
+    def __init__(self, initial: int, maximum: int, minimum: int = 1) -> None:
+        self.limit = float(max(minimum, min(initial, maximum)))
+        self.minimum = minimum
+        self.maximum = maximum
+        self.in_flight = 0
+        self.paused_until = 0.0
+        self._successes = 0
+        self._cond = asyncio.Condition()
+        self.peak = 0
+        self._last_decrease = -1.0
+
+    async def acquire(self) -> float:
+        """Wait for a slot and for any pause; returns when the call may leave (monotonic)."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.in_flight < int(self.limit))
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        while (delay := self.paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(delay)  # a pause may be extended while this one sleeps
+        return time.monotonic()
+
+    async def release(self, outcome: str, retry_after: float | None = None, sent: float | None = None) -> None:
+        """``outcome`` is ``ok``, ``throttled`` (429/timeout) or ``failed``; ``sent`` is
+        what :meth:`acquire` returned for this call."""
+        async with self._cond:
+            self.in_flight -= 1
+            if outcome == "ok":
+                self._successes += 1
+                if self._successes >= int(self.limit):
+                    self.limit = min(self.maximum, self.limit + 1)
+                    self._successes = 0
+            elif outcome == "throttled":
+                if sent is None or sent >= self._last_decrease:
+                    self.limit = max(self.minimum, self.limit / 2)
+                    self._last_decrease = time.monotonic()
+                self._successes = 0
+                if retry_after:
+                    self.paused_until = max(self.paused_until, time.monotonic() + retry_after)
+            # Wake only as many waiters as there are free slots, not the thousands of cases
+            # queued behind them (who would each wake to find none).
+            self._cond.notify(max(0, int(self.limit) - self.in_flight))
+
+
+@dataclass
+class ModelRun:
+    """One model in a run: its label (``candidate``/``baseline``/spec) and the loaded model."""
+
+    label: str
+    model: Model
+
+
+@dataclass
+class _Job:
+    case: Case
+    suite: Suite
+    request: GenerationRequest
+
+
+@dataclass
+class Progress:
+    """Rich progress bar on a terminal, a plain line every 10 % elsewhere."""
+
+    total: int
+    label: str = "cases"
+    done: int = 0
+    _bar: Any = None
+    _task: Any = None
+    _next_pct: int = 10
+    plain: bool = True
+    enabled: bool = True
+
+    def __enter__(self) -> Progress:
+        if self.enabled and not self.plain and self.total:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total)
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n)
+        elif self.enabled and self.plain and self.total:
+            pct = 100 * self.done // self.total
+            if pct >= self._next_pct:
+                print(f"  {self.label}: {self.done}/{self.total} ({pct}%)", file=sys.stderr)
+                self._next_pct = (pct // 10 + 1) * 10
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def build_requests(suite: Suite, case: Case) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(
+            case=case,
+            messages=case.messages,
+            max_tokens=suite.max_tokens,
+            temperature=suite.temperature,
+            seed=suite.seed + epoch if suite.temperature > 0 else suite.seed,
+            stop=suite.stop,
+            epoch=epoch,
+        )
+        for epoch in range(suite.epochs)
+    ]
+
+
+class Runner:
+    """Runs models over suites. One instance per command invocation."""
+
+    def __init__(
+        self,
+        *,
+        config: RunnerConfig,
+        cache: Cache | None,
+        scorers: dict[str, list[Evaluator]],
+        eval_context: EvalContext,
+        on_result: Callable[[CaseResult], None] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.cache = cache
+        self.scorers = scorers
+        self.eval_context = eval_context
+        self.on_result = on_result
+        self.progress = progress
+        self.stats = RunStats()
+        self._limiters: dict[int, AdaptiveLimiter] = {}
+        self._peers: dict[str, Model] = {}
+        self._in_flight: dict[str, asyncio.Future[Generation]] = {}
+        self._called: dict[int, Model] = {}
+        eval_context.generate = self.generate_one
+
+    # ----------------------------------------------------------------- public
+
+    def run(self, models: Sequence[ModelRun], suites: Sequence[Suite]) -> list[CaseResult]:
+        return asyncio.run(self.arun(models, suites))
+
+    async def arun(self, models: Sequence[ModelRun], suites: Sequence[Suite]) -> list[CaseResult]:
+        started = time.perf_counter()
+        jobs = [
+            _Job(case, suite, request)
+            for suite in suites for case in suite.cases for request in build_requests(suite, case)
+        ]
+        results: list[CaseResult] = []
+        self._peers = {m.label: m.model for m in models}
+        plain = not sys.stderr.isatty() or bool(os.environ.get("CI"))
+        try:
+            with Progress(total=len(jobs) * len(models), plain=plain, enabled=self.progress) as bar:
+                for mrun in models:
+                    results.extend(await self._run_model(mrun, jobs, bar))
+        finally:
+            for model in self._called.values():
+                await model.end_run()
+        self.stats.wall_s = round(time.perf_counter() - started, 3)
+        self.stats.max_concurrency_reached = max(
+            (lim.peak for lim in self._limiters.values()), default=0
+        )
+        return results
+
+    async def generate_one(self, model: Model, request: GenerationRequest) -> Generation:
+        """Run one request through cache, limiter and retries (judges use this too)."""
+        cached = self._lookup(model, request)
+        if cached is not None:
+            return cached
+        (generation,) = await self._send(model, [request])
+        return generation
+
+    # ----------------------------------------------------------------- internals
+
+    def _limiter(self, model: Model) -> AdaptiveLimiter:
+        key = id(model)
+        self._called[key] = model
+        if key not in self._limiters:
+            maximum = min(self.config.max_concurrency, model.max_concurrency or self.config.max_concurrency)
+            self._limiters[key] = AdaptiveLimiter(self.config.concurrency, maximum)
+        return self._limiters[key]
+
+    def _lookup(self, model: Model, request: GenerationRequest) -> Generation | None:
+        self.stats.requests += 1
+        if self.cache is None:
+            return None
+        hit = self.cache.get_generation(model.identity, request)
+        if hit is not None:
+            self.stats.cache_hits += 1
+        return hit
+
+    async def _run_model(self, mrun: ModelRun, jobs: list[_Job], bar: Progress) -> list[CaseResult]:
+        ctx = EvalContext(
+            config=self.eval_context.config, cache=self.cache, model=mrun.model,
+            generate=self.generate_one, load_model=self.eval_context.load_model,
+            extra=self.eval_context.extra, label=mrun.label, peers=self._peers,
+        )
+        slots: list[CaseResult | None] = [None] * len(jobs)
+        pending: list[int] = []
+        scoring: list[asyncio.Task[None]] = []
+        for index, job in enumerate(jobs):
+            hit = self._lookup(mrun.model, job.request)
+            if hit is None:
+                pending.append(index)
+            else:
+                scoring.append(asyncio.create_task(self._score(mrun, job, hit, ctx, bar, slots, index)))
+
+        # Prompts in text order: those sharing a prefix (system prompt, retrieved passage) land
+        # in one batch, where a batching model computes the prefix once (gatekeeper-hf does).
+        pending.sort(key=lambda i: [(m["role"], m["content"]) for m in jobs[i].request.messages])
+        size = max(1, mrun.model.max_batch_size)
+        batches = [pending[i : i + size] for i in range(0, len(pending), size)]
+
+        async def run_batch(batch: list[int]) -> None:
+            generations = await self._send(mrun.model, [jobs[i].request for i in batch])
+            for index, gen in zip(batch, generations, strict=True):
+                scoring.append(
+                    asyncio.create_task(self._score(mrun, jobs[index], gen, ctx, bar, slots, index))
+                )
+
+        await asyncio.gather(*(run_batch(b) for b in batches))
+        await asyncio.gather(*scoring)
+        return [r for r in slots if r is not None]
+
+    async def _send(self, model: Model, requests: list[GenerationRequest]) -> list[Generation]:
+        """Send what is not already in flight; share the answer of what is.
+
+        Two identical requests (epochs at temperature 0, a judge asking for an output the
+        run is generating) are paid for once: the second waits for the first's answer.
+        """
+        keys = [generation_key(model.identity, r) for r in requests]
+        loop = asyncio.get_running_loop()
+        mine: dict[str, int] = {}
+        waits: dict[int, asyncio.Future[Generation]] = {}
+        for index, key in enumerate(keys):
+            if key in self._in_flight:
+                waits[index] = self._in_flight[key]
+            elif key not in mine:
+                mine[key] = index
+                self._in_flight[key] = loop.create_future()
+        results: list[Generation | None] = [None] * len(requests)
+        try:
+            if mine:
+                sent = list(mine.values())
+                answers = await self._call_with_retries(model, [requests[i] for i in sent])
+                for index, gen in zip(sent, answers, strict=True):
+                    results[index] = gen
+                    self._in_flight[keys[index]].set_result(gen)
+        finally:
+            for key in mine:
+                future = self._in_flight.pop(key)
+                if not future.done():
+                    future.cancel()
+        for index, key in enumerate(keys):
+            if results[index] is None:
+                shared = await waits[index] if index in waits else results[mine[key]]
+                assert shared is not None
+                self.stats.deduplicated += 1
+                results[index] = dataclasses.replace(shared, cached=shared.error is None,
+                                                     metadata=dict(shared.metadata))
+        return [r for r in results if r is not None]
+
+    async def _call_with_retries(self, model: Model, requests: list[GenerationRequest]) -> list[Generation]:
+        """Call the model until it answers, a permanent error, or the retries run out.
+
+        A rate limit (429) is not a failure of the request: it was not processed, so it is
+        retried after ``Retry-After`` without using up ``retries``, for up to
+        ``rate_limit_patience_s``. Only a call that failed is ever sent again.
+        """
+        limiter = self._limiter(model)
+        attempt = 0
+        throttled_s = 0.0
+        throttles = 0
+        while True:
+            sent = await limiter.acquire()
+            self.stats.model_calls += len(requests)
+            started = time.perf_counter()
+            try:
+                limit = model.timeout_s if model.timeout_s is not None else self.config.timeout_s
+                generations = await asyncio.wait_for(
+                    model.generate(requests), None if limit == float("inf") else limit
+                )
+            except (TimeoutError, ProviderError) as exc:
+                retryable = isinstance(exc, asyncio.TimeoutError) or exc.retryable
+                retry_after = getattr(exc, "retry_after", None)
+                throttled = isinstance(exc, asyncio.TimeoutError) or retry_after is not None or (
+                    type(exc).__name__ == "RateLimited"
+                )
+                if type(exc).__name__ == "RateLimited":
+                    self.stats.rate_limited += 1
+                if isinstance(exc, asyncio.TimeoutError):
+                    self.stats.timeouts += 1
+                await limiter.release("throttled" if throttled else "failed", retry_after, sent)
+                if isinstance(exc, RateLimited) and throttled_s < self.config.rate_limit_patience_s:
+                    throttles += 1
+                    self.stats.retries += 1
+                    backoff = min(self.config.max_backoff_s, self.config.backoff_s * 2 ** min(throttles - 1, 10))
+                    wait = retry_after if retry_after is not None else backoff * (0.5 + random.random())
+                    throttled_s += wait + (time.monotonic() - sent)
+                    await asyncio.sleep(wait)
+                    continue
+                if retryable and attempt < self.config.retries:
+                    attempt += 1
+                    self.stats.retries += 1
+                    backoff = min(self.config.max_backoff_s, self.config.backoff_s * 2 ** (attempt - 1))
+                    await asyncio.sleep(retry_after if retry_after else backoff * (0.5 + random.random()))
+                    continue
+                message = (
+                    f"timed out after {self.config.timeout_s:g} s"
+                    if isinstance(exc, asyncio.TimeoutError) else str(exc)
+                )
+                return self._failed(requests, f"{message} (after {attempt + 1} attempts)")
+            except Exception as exc:
+                await limiter.release("failed")
+                provider = model.identity.provider
+                return self._failed(requests, f"provider {provider!r} raised {type(exc).__name__}: {exc}")
+            await limiter.release("ok", sent=sent)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if len(generations) != len(requests):
+                return self._failed(
+                    requests, f"provider {model.identity.provider!r} returned {len(generations)} "
+                    f"outputs for {len(requests)} requests",
+                )
+            for gen in generations:
+                if gen.latency_ms is None:
+                    gen.latency_ms = round(elapsed_ms / len(requests), 3)
+                if gen.error is not None:
+                    self.stats.generation_errors += 1
+                self.stats.prompt_tokens += int(gen.usage.get("prompt_tokens", 0))
+                self.stats.completion_tokens += int(gen.usage.get("completion_tokens", 0))
+                self.stats.cost = round(self.stats.cost + (gen.cost or 0.0), 8)
+            if self.cache is not None:
+                self.cache.put_generations(model.identity, list(zip(requests, generations, strict=True)))
+            return generations
+
+    def _failed(self, requests: list[GenerationRequest], message: str) -> list[Generation]:
+        self.stats.generation_errors += len(requests)
+        return [Generation(text="", error=message) for _ in requests]
+
+    async def _score(
+        self, mrun: ModelRun, job: _Job, gen: Generation, ctx: EvalContext, bar: Progress,
+        slots: list[CaseResult | None], index: int,
+    ) -> None:
+        scores: list[Score] = []
+        ctx = dataclasses.replace(ctx, request=job.request)
+        for scorer in self.scorers.get(job.suite.name, []):
+            if gen.error is not None:
+                scores.append(Score(scorer.metric, None, status="error", reason=f"no output: {gen.error}"))
+                continue
+            try:
+                scores.append(await scorer.ascore(job.case, gen, ctx))
+            except Exception as exc:
+                self.stats.scorer_errors += 1
+                scores.append(Score(
+                    scorer.metric, None, status="error",
+                    reason=f"{type(scorer).__name__} ({scorer.name}) raised {type(exc).__name__}: {exc}",
+                ))
+        result = CaseResult(job.case, mrun.label, job.request.epoch, gen, scores)
+        slots[index] = result
+        if self.on_result is not None:
+            self.on_result(result)
+        bar.advance()
