@@ -72,7 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from gatekeeper.engine.session import Session
     from gatekeeper.host.config import load_config
     from gatekeeper.host.plugins import PluginHost
 
@@ -97,6 +96,8 @@ def _main(argv: list[str]) -> int:
     if not args.command:
         parser.print_help()
         return 4
+    from gatekeeper.engine.session import Session  # after parsing: --help never loads the engine
+
     return int(commands[args.command].run(args, Session(config, host)))
 
 

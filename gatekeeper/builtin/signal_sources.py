@@ -19,12 +19,13 @@ from urllib.parse import parse_qsl, urlencode
 
 from gatekeeper import hookimpl
 from gatekeeper.kinds import Register, RowRef, SignalSource
-from gatekeeper.signals.records import SignalFilter
 from gatekeeper.types import GatekeeperError, UsageError
 
 if TYPE_CHECKING:
     import polars as pl
     import sqlalchemy as sa
+
+    from gatekeeper.signals.records import SignalFilter
 
 Rows = Iterator[tuple[RowRef, dict[str, Any]]]
 

@@ -22,18 +22,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from filelock import FileLock
 
+from gatekeeper.gate import MEANINGS, Meaning
 from gatekeeper.gate.audit import canonical_json, utc_now
 from gatekeeper.types import UsageError
 
-Meaning = Literal["approval", "review", "responsibility"]
-MEANINGS: tuple[str, ...] = get_args(Meaning)
+if TYPE_CHECKING:  # imported where used: `gatekeeper --help` does not load the crypto library
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 DECISION_FILE = "decision.json"
 APPROVALS_FILE = "approvals.jsonl"
 UNHASHED_KEYS = ("approvals", "record_hash")
@@ -60,6 +59,7 @@ class PublicKey:
 
 
 def raw_public_bytes(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -69,6 +69,7 @@ def key_id(key: Ed25519PublicKey) -> str:
 
 
 def public_pem(key: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode("ascii")
@@ -82,6 +83,8 @@ def new_keypair(out_prefix: Path, *, signer: str) -> tuple[Path, Path]:
 
     :raises UsageError: an empty signer, or either file exists already.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     signer = signer.strip()
     if not signer or "\n" in signer:
         raise UsageError("the signer's name must be one non-empty line", field="signer")
@@ -126,6 +129,8 @@ def load_private_key(path: Path) -> tuple[Ed25519PrivateKey, str | None]:
 
     :raises UsageError: the file is missing, not PEM, encrypted or not Ed25519.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     data = _read_key_file(path, "private key file")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -144,6 +149,8 @@ def load_public_key(path: Path) -> PublicKey:
 
     :raises UsageError: the file is missing, not PEM or not Ed25519.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     data = _read_key_file(path, "public key file")
     try:
         key = serialization.load_pem_public_key(data)
@@ -305,6 +312,9 @@ def verify_signature(approval: Mapping[str, Any]) -> str:
     This proves the line is unchanged since it was signed — not that the key is one the
     policy trusts, which :func:`check_approvals` checks.
     """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     try:
         key = serialization.load_pem_public_key(str(approval["public_key"]).encode("ascii"))
     except (ValueError, TypeError, UnicodeEncodeError):

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.kinds import Reporter
-from gatekeeper.reports import analysis
 from gatekeeper.reports.common import ATTESTATIONS_KEY, ci_level, fmt, record_body, signed, slice_label
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -64,6 +63,7 @@ def _environment() -> Any:
 def view(record: dict[str, Any], *, print_mode: bool = False) -> dict[str, Any]:
     """Everything the template shows, derived from the record."""
     from gatekeeper.gate.approvals import record_hash
+    from gatekeeper.reports import analysis  # here, not at import: `gatekeeper --help` stays light
 
     body = record_body(record)
     kind = body.get("kind", "run")

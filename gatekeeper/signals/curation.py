@@ -36,15 +36,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.signals import DEFAULT_EVAL_FRACTION, DEFAULT_SALT, DEFAULT_SOURCE_ID
 from gatekeeper.signals.records import Signal
 from gatekeeper.types import UsageError, stable_hash
 
 MANIFEST_FILE = "manifest.json"
 DATASET_SCHEMA = "gatekeeper.signals.records-dataset/1"
 SUITE_SCHEMA = "gatekeeper.signals.records-suite/1"
-DEFAULT_SALT = "gatekeeper-sequestration-v1"
-DEFAULT_EVAL_FRACTION = 0.2
-DEFAULT_SOURCE_ID = "production-signals"
 SFT_FILE = "sft.jsonl"
 PREFERENCE_FILE = "preference.jsonl"
 

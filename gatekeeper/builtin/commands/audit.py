@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper import hookimpl
-from gatekeeper.gate.approvals import MEANINGS, load_decision, load_public_key, new_keypair, sign
-from gatekeeper.gate.audit import AuditLog
 from gatekeeper.kinds import Command, Register, Session
 from gatekeeper.types import UsageError
 
@@ -72,6 +70,7 @@ class AuditCommand(Command):
 
     @staticmethod
     def _verify(args: argparse.Namespace, path: Path) -> int:
+        from gatekeeper.gate.audit import AuditLog
         if not path.is_file():
             raise UsageError(
                 "no audit log here (nothing was recorded yet, or it was removed)", file=str(path)
@@ -89,6 +88,7 @@ class AuditCommand(Command):
 
     @staticmethod
     def _show(args: argparse.Namespace, path: Path) -> int:
+        from gatekeeper.gate.audit import AuditLog
         if not path.is_file():
             raise UsageError("no audit log here (nothing was recorded yet)", file=str(path))
         records = AuditLog(path).history(args.subject)
@@ -150,6 +150,7 @@ class KeysCommand(Command):
         show.add_argument("public_key", metavar="FILE", type=Path)
 
     def run(self, args: argparse.Namespace, session: Session) -> int:
+        from gatekeeper.gate.approvals import load_public_key, new_keypair
         if args.keys_action == "new":
             key_path, pub_path = new_keypair(args.prefix, signer=args.signer)
             public = load_public_key(pub_path)
@@ -172,6 +173,7 @@ class ApproveCommand(Command):
     help = "sign a run's decision record (Ed25519) and record the approval in the audit trail"
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
+        from gatekeeper.gate import MEANINGS
         parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="output directory of a check")
         parser.add_argument("--key", required=True, metavar="FILE", type=Path, help="your private key")
         parser.add_argument("--signer", required=True, metavar="NAME", help="your name, as in the key")
@@ -180,6 +182,8 @@ class ApproveCommand(Command):
         _add_log_option(parser)
 
     def run(self, args: argparse.Namespace, session: Session) -> int:
+        from gatekeeper.gate.approvals import load_decision, sign
+        from gatekeeper.gate.audit import AuditLog
         decision = load_decision(args.run_dir)
         approval = sign(
             args.run_dir, key_file=args.key, signer=args.signer, meaning=args.meaning, role=args.role

@@ -8,7 +8,6 @@ from typing import Any
 
 from gatekeeper import hookimpl
 from gatekeeper.builtin.commands.run import add_selection_arguments, print_usage
-from gatekeeper.gate.check import run_check
 from gatekeeper.kinds import Command, Register, Session
 from gatekeeper.types import UsageError
 
@@ -32,8 +31,10 @@ class CheckCommand(Command):
         )
 
     def run(self, args: argparse.Namespace, session: Session) -> int:
+        from gatekeeper.gate.check import run_check
         from gatekeeper.gate.decision import EXIT_CODES
 
+        session.use_engine(args.engine)
         record, written = run_check(
             session, paths=args.paths, keyword=args.keyword, marker=args.marker,
             candidate=args.candidate, baseline=args.baseline, policy_path=args.policy, out=args.out,
@@ -71,10 +72,12 @@ class StatusCommand(Command):
         from gatekeeper.engine.session import read_record
         from gatekeeper.gate.approvals import RequiredApproval, check_approvals, promotable
         from gatekeeper.gate.decision import EXIT_CODES
+        from gatekeeper.gate.integrity import require_intact
 
         record = read_record(args.run)
         if record.get("kind") != "check":
             raise UsageError("not a decision record (run 'gatekeeper check')", file=str(args.run))
+        require_intact(record, Path(session.config.path(session.config.audit_log)), where=args.run)
         required = [
             RequiredApproval(a["role"], a["meaning"], [Path(p) for p in a["public_keys"]])
             for a in record.get("approvals", {}).get("required", [])

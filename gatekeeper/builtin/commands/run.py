@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper import hookimpl
-from gatekeeper.engine.results import identity_entry, new_run_id, run_record
 from gatekeeper.kinds import Command, Register, Session
 
 
@@ -17,6 +16,8 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only cases whose id, suite or tag matches EXPR (and/or/not)")
     parser.add_argument("-m", dest="marker", metavar="TAG", help="only cases tagged TAG (and/or/not)")
     parser.add_argument("--no-progress", action="store_true", help="plain progress lines")
+    parser.add_argument("--engine", metavar="NAME",
+                        help="run the cases on an engine plugin, e.g. spark (docs/spark.md); default: in process")
 
 
 def print_summary(session: Any, record: dict[str, Any]) -> None:
@@ -72,8 +73,10 @@ class RunCommand(Command):
         )
 
     def run(self, args: argparse.Namespace, session: Session) -> int:
+        from gatekeeper.engine.results import identity_entry, new_run_id, run_record
         from gatekeeper.types import UsageError
 
+        session.use_engine(args.engine)
         spec = args.model or session.config.model
         if not spec:
             raise UsageError("no model: give --model PROVIDER:NAME or set 'model' in gatekeeper.yaml",

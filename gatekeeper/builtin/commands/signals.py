@@ -23,7 +23,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_curation(parser: argparse.ArgumentParser) -> None:
-    from gatekeeper.signals.curation import DEFAULT_EVAL_FRACTION, DEFAULT_SALT, DEFAULT_SOURCE_ID
+    from gatekeeper.signals import DEFAULT_EVAL_FRACTION, DEFAULT_SALT, DEFAULT_SOURCE_ID
 
     parser.add_argument("--eval-fraction", type=float, default=DEFAULT_EVAL_FRACTION,
                         help="share of prompts (by content hash) reserved for evaluation "
@@ -111,6 +111,8 @@ class SignalsCommand(Command):
         summarize.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
         summarize.add_argument("--baseline-version", metavar="VERSION",
                                help="also show each other version's difference from this one (Newcombe interval)")
+        summarize.add_argument("--engine", metavar="NAME",
+                               help="count on an engine plugin, e.g. spark (docs/spark.md); default: Polars")
 
         suite = actions.add_parser(
             "build-suite", help="regression cases from corrected and rejected answers (the edit is expected)",
@@ -157,8 +159,9 @@ class SignalsCommand(Command):
         if not 0 < args.level < 1:
             raise UsageError("the confidence level must be between 0 and 1", field="--level")
         by = [f.strip() for item in args.by for f in item.split(",") if f.strip()]
+        session.use_engine(args.engine)
         summary = summarize(args.location, session.registries, _filters(args), by=by, level=args.level,
-                            baseline_version=args.baseline_version)
+                            baseline_version=args.baseline_version, engine=session.engine)
         if args.json:
             session.echo(json.dumps(summary, indent=2, default=str))
         else:
