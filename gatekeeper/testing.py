@@ -144,6 +144,7 @@ traceability:
 def write_paired_project(
     project: Project, *, baseline: Sequence[bool], candidates: dict[str, Sequence[bool]], margin: float = 0.05,
     suite: str = PAIRED_SUITE, policy: str = PAIRED_POLICY, topics: Sequence[str] = ("a", "b", "c"),
+    provenance: dict[str, Any] | None = None,
 ) -> Project:
     """The smallest real gate: a suite of binary cases, one replay recording per model and a policy.
 
@@ -151,7 +152,9 @@ def write_paired_project(
     whether that model answers right (``"yes"``) or wrong (``"no"``). Writes
     ``suites/paired.yaml``, ``suites/cases.jsonl`` (ids ``c000``..., a ``topic`` slice cycling
     through ``topics``), ``baseline.jsonl``, ``NAME.jsonl`` per candidate and ``policy.yaml``
-    (``{margin}`` in ``policy`` is replaced). Run it with :func:`run_paired_check`.
+    (``{margin}`` in ``policy`` is replaced). With ``provenance``, each candidate gets it as
+    ``NAME.provenance.json`` (the declared change the gate's scope check reads). Run it with
+    :func:`run_paired_check`.
     """
     n = len(baseline)
     if any(len(outcomes) != n for outcomes in candidates.values()):
@@ -165,6 +168,8 @@ def write_paired_project(
     for name, outcomes in {"baseline": baseline, **candidates}.items():
         project.write_jsonl(f"{name}.jsonl", [{"id": cid, "output": "yes" if ok else "no"}
                                               for cid, ok in zip(ids, outcomes, strict=True)])
+    for name in candidates if provenance is not None else ():
+        project.write(f"{name}.provenance.json", json.dumps(provenance, indent=1))
     project.write("policy.yaml", policy.replace("{margin}", str(margin)))
     return project
 

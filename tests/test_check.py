@@ -60,6 +60,12 @@ traceability:
 """
 
 
+IN_SCOPE = {"modification": "M1", "base_model": {"name": "smollm2"},
+            "adapter": {"rank": 8, "alpha": 16, "target_modules": ["q_proj"]},
+            "data": {"sources": ["curated-v1"], "rows": 100}}
+"""What a tuner within M1's bounds declares (the recordings stand in for its adapter)."""
+
+
 def paired_project(project: Project, *, improved: int, regressed: int, both_right: int,
                    margin: float = 0.05, n: int = N) -> Project:
     """Baseline right on ``both_right + regressed`` cases; the candidate flips some."""
@@ -67,7 +73,7 @@ def paired_project(project: Project, *, improved: int, regressed: int, both_righ
     candidate = [i < both_right or both_right + regressed <= i < both_right + regressed + improved
                  for i in range(n)]
     write_paired_project(project, baseline=baseline, candidates={"candidate": candidate}, margin=margin,
-                         policy=POLICY)
+                         policy=POLICY, provenance=IN_SCOPE)
     from gatekeeper.gate.approvals import new_keypair
 
     if not (project.path / "keys/qa.pub").exists():
@@ -163,13 +169,14 @@ def test_manual_modification_holds_until_a_valid_signature(project: Project) -> 
     assert status.exit_code == 0, status.output
     assert "promotable: yes" in status.stdout and "refused:" in status.stdout
 
-    # Editing the decision after signing invalidates the signature.
+    # Editing the decision after signing: the audit trail no longer vouches for it (issue 14).
     record["decision"] = "PROMOTE"
     record["reasons"] = []
     (project.path / "out/decision.json").write_text(json.dumps(record))
     record["decision"] = "HOLD"
     (project.path / "out/decision.json").write_text(json.dumps(record))
-    assert project.run("status", "out").exit_code == 2
+    edited = project.run("status", "out")
+    assert edited.exit_code == 4 and "decision.json was changed after the check" in edited.stderr, edited.output
 
 
 def test_decision_record_reports_and_audit_trail(project: Project) -> None:

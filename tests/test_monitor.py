@@ -14,7 +14,8 @@ from gatekeeper.testing import Project
 from gatekeeper.types import Config
 
 MODEL = "assistant"
-START = datetime(2026, 11, 16, 8, 0, tzinfo=UTC)
+# After the stage began (a stage counts only its own signals): tomorrow, on the hour.
+START = (datetime.now(UTC) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
 
 POLICY = """
 metadata: {id: monitor-pccp, title: Monitor plan, version: "1", effective_date: 2026-01-01, owner: qa}
@@ -190,7 +191,7 @@ def test_time_window_and_explicit_versions(project: Project) -> None:
     rows = signals("1", accepted=1800, edited=600, rejected=600) + signals("2", accepted=1800, edited=600,
                                                                            rejected=600)
     project.write_jsonl("signals.jsonl", rows)
-    code, _, record = monitor(project, "--since", "2026-11-16T08:00:00Z", "--until", "2026-11-16T20:00:00Z",
+    code, _, record = monitor(project, "--since", START.isoformat(), "--until", (START + timedelta(hours=12)).isoformat(),
                               "--new", "2", "--previous", "1", "--dry-run")
     assert record["signals"]["window"] == sum(
         1 for r in rows if datetime.fromisoformat(r["time"]) <= START + timedelta(hours=12))

@@ -202,7 +202,7 @@ def test_a_minimal_policy_gets_the_documented_defaults(tmp_path: Path) -> None:
     )
     gate = policy.gate
     assert (gate.max_failed_noncritical, gate.max_inconclusive_noncritical, gate.max_error) == (0, None, 0)
-    assert (gate.max_nodata, gate.max_error_rate, gate.scope.require_provenance) == (0.05, 0.0, False)
+    assert (gate.max_nodata, gate.max_error_rate, gate.scope.require_provenance) == (0.05, 0.0, None)
     assert gate.nodata_limit(40) == 2 and gate.nodata_limit(19) == 0
     assert policy.update_procedures.monitoring.metrics[0].direction == "higher"  # from acceptance_rate
     assert policy.update_procedures.approvals[0].public_keys == [(tmp_path / "keys" / "qa.pub").resolve()]

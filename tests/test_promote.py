@@ -20,6 +20,7 @@ from gatekeeper.types import Config
 
 N = 120
 MODEL = "paired-model"
+TO_CANARY = ("--stage", "canary", "--force", "--reason", "the test starts at canary")  # skipping shadow is audited
 
 POLICY = """
 metadata: {id: deploy-pccp, title: Deploy plan, version: "3", effective_date: 2026-01-01, owner: qa}
@@ -58,7 +59,9 @@ def right(n_right: int, n: int = N) -> list[bool]:
 
 def deploy_project(project: Project, margin: float = 0.05) -> Project:
     write_paired_project(project, baseline=right(90), margin=margin, policy=POLICY.replace("MARGIN", "{margin}"),
-                         candidates={"better": right(100), "better2": right(101), "worse": right(60)})
+                         candidates={"better": right(100), "better2": right(101), "worse": right(60)},
+                         provenance={"modification": "M1", "base_model": {"name": "smollm2"}})
+    project.write("baseline.provenance.json", json.dumps({"modification": "M1", "base_model": {"name": "smollm2"}}))
     from gatekeeper.gate.approvals import new_keypair
 
     new_keypair(project.path / "keys/qa", signer="Quinn QA")
@@ -130,10 +133,16 @@ def test_promote_walks_the_policy_stages_and_records_each_step(deploy: Project) 
     assert consistency_problems(registry(deploy).load()) == []
 
 
-def test_stage_skip_is_recorded(deploy: Project) -> None:
+def test_stage_skip_needs_an_audited_override_and_is_recorded(deploy: Project) -> None:
     check(deploy, "better.jsonl", "out")
-    result = deploy.run("promote", "out", "--stage", "canary")
+    refused = deploy.run("promote", "out", "--stage", "canary")
+    assert refused.exit_code == 3
+    assert "skips 'shadow' and their minimums (or --force --reason TEXT" in refused.stdout
+    result = deploy.run("promote", "out", "--stage", "canary", "--force", "--reason", "shadow run elsewhere")
     assert result.exit_code == 0, result.output
+    promote = [r for r in AuditLog(deploy.path / ".gatekeeper/audit.jsonl").records() if r["action"] == "promote"]
+    assert promote[-1]["data"]["skipped_stages"] == ["shadow"]
+    assert promote[-1]["data"]["skip_reason"] == "shadow run elsewhere"
     assert result.stdout.strip().endswith("(10% of traffic); skipped shadow")
     back = deploy.run("promote", "out", "--stage", "shadow")
     assert back.exit_code == 4 and "'shadow' is not ahead of it" in back.stdout
@@ -144,7 +153,7 @@ def test_stage_skip_is_recorded(deploy: Project) -> None:
 
 def test_a_monitoring_ok_over_the_minimum_opens_the_next_stage(deploy: Project) -> None:
     check(deploy, "better.jsonl", "out")
-    assert deploy.run("promote", "out", "--stage", "canary").exit_code == 0
+    assert deploy.run("promote", "out", *TO_CANARY).exit_code == 0
     reg = registry(deploy)
     reg.record_event(MODEL, "monitor", version="2", stage="canary", verdict="OK", signals_new=120, window_hours=50)
     short = deploy.run("promote", "out")
@@ -233,7 +242,7 @@ def test_a_second_candidate_waits_for_the_staged_one(deploy: Project) -> None:
 
 def test_rollback_command_restores_and_records_why(deploy: Project) -> None:
     check(deploy, "better.jsonl", "out")
-    assert deploy.run("promote", "out", "--stage", "full").exit_code == 0
+    assert deploy.run("promote", "out", "--stage", "full", "--force", "--reason", "the test goes straight to full").exit_code == 0
     result = deploy.run("rollback", "production", "--model", MODEL, "--reason", "complaints from the field")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "rolled back paired-model@production: version 2 -> version 1"
@@ -271,7 +280,7 @@ def assert_registry_sound(project: Project) -> dict:
 def test_promote_killed_at_random_points_leaves_a_readable_consistent_registry(deploy: Project) -> None:
     check(deploy, "better.jsonl", "out")
     started = time.perf_counter()
-    finished = gatekeeper_process(deploy, "promote", "out", "--stage", "canary")
+    finished = gatekeeper_process(deploy, "promote", "out", *TO_CANARY)
     assert finished.wait(120) == 0, finished.stdout.read() if finished.stdout else ""
     duration = time.perf_counter() - started
     rng = random.Random(6)
@@ -279,7 +288,7 @@ def test_promote_killed_at_random_points_leaves_a_readable_consistent_registry(d
     for _ in range(40):
         if registry(deploy).get_alias(MODEL, "candidate") is not None:
             registry(deploy).rollback(MODEL, "candidate", reason="reset for the next kill")
-        proc = gatekeeper_process(deploy, "promote", "out", "--stage", "canary")
+        proc = gatekeeper_process(deploy, "promote", "out", *TO_CANARY)
         time.sleep(rng.uniform(0.5, 1.05) * duration)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -294,7 +303,7 @@ def test_promote_killed_at_random_points_leaves_a_readable_consistent_registry(d
     print("kill outcomes:", outcomes, "one promote took", round(duration, 2), "s")
     assert outcomes["killed"] > 0, outcomes
     # After all that, a promotion still works from wherever the registry is.
-    final = deploy.run("promote", "out", "--stage", "canary")
+    final = deploy.run("promote", "out", *TO_CANARY)
     assert final.exit_code in (0, 4), final.output
     assert registry(deploy).get_alias(MODEL, "candidate") == "2"
 
@@ -303,7 +312,7 @@ def test_two_concurrent_promotions_never_both_win(deploy: Project) -> None:
     check(deploy, "better.jsonl", "out1")
     check(deploy, "better2.jsonl", "out2")
     for round_ in range(4):
-        procs = [gatekeeper_process(deploy, "promote", out, "--stage", "canary") for out in ("out1", "out2")]
+        procs = [gatekeeper_process(deploy, "promote", out, *TO_CANARY) for out in ("out1", "out2")]
         results = [(p.wait(120), p.stdout.read() if p.stdout else "") for p in procs]
         codes = sorted(code for code, _ in results)
         assert codes == [0, 4], results

@@ -19,7 +19,7 @@ import io
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -236,16 +236,41 @@ class Loop:
     def promote(self, name: str, stage: str | None) -> Any:
         from gatekeeper.deploy.promotion import promote_run
 
-        p = promote_run(self.session, self.work / "check", target=self.target, model=self.model, stage=stage)
+        p = promote_run(self.session, self.work / "check", target=self.target, model=self.model, stage=stage,
+                        skip_reason=f"gatekeeper loop --stage {stage}: the operator starts the rollout there"
+                        if stage else None)
         self.step(name, "promoted", f"version {p.version} -> @{p.alias} at stage {p.stage} ({p.traffic:.0%})"
                   + (f"; skipped {', '.join(p.skipped)}" if p.skipped else ""),
                   version=p.version, alias=p.alias, stage=p.stage)
         return p
 
+    def replayed_window(self) -> str:
+        """The bundled second window, replayed as the canary's own window.
+
+        A stage counts only signals recorded after the version entered it; the bundled files
+        were recorded in the past, so the loop shifts their times to start just after the
+        canary began (and says so). Real telemetry (``--window2 LOCATION``) is used as it is.
+        """
+        import polars as pl
+
+        from gatekeeper.deploy.promotion import CANDIDATE, _stage_start
+
+        start = _stage_start(self.target.aliases(self.model).get(CANDIDATE, {}))
+        frame = pl.read_parquet(self.window2)
+        if start is None or frame.is_empty():
+            return self.window2
+        shift = start - frame["time"].min() + timedelta(seconds=1)
+        replay = self.work / "window2-replayed.parquet"
+        frame.with_columns(pl.col("time") + shift).write_parquet(replay)
+        self.session.echo(f"      bundled window 2 replayed as the canary's window: times shifted by {shift} "
+                          f"to follow the canary's start ({start.isoformat()})")
+        return str(replay)
+
     def monitor(self) -> Any:
         from gatekeeper.deploy.promotion import run_monitor
 
-        outcome = run_monitor(self.session, target=self.target, policy=self.policy, signals=self.window2,
+        signals = self.replayed_window() if self.args.window2 in BUNDLED_WINDOW2 else self.window2
+        outcome = run_monitor(self.session, target=self.target, policy=self.policy, signals=signals,
                               model=self.model, reference=self.history, out=self.work / "monitor")
         record = outcome.record
         metrics = ", ".join(f"{m['name']} {m['previous'] or 0:.3f}->{m['new'] or 0:.3f} {m['verdict']}"

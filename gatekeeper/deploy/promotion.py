@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,30 +110,17 @@ def verified_decision(run: Path, session: Any) -> tuple[dict[str, Any], str]:
     :raises PromotionRefused: the record is not a check, the audit chain is broken, or no
         ``check`` record of this run carries this hash (the file was edited afterwards).
     """
-    from gatekeeper.gate.approvals import load_decision, record_hash
+    from gatekeeper.gate.approvals import load_decision
+    from gatekeeper.gate.integrity import check_record
 
     record = load_decision(run)
     if record.get("kind") != "check":
         raise PromotionRefused(f"{run}: not a decision record of `gatekeeper check`")
-    digest = record_hash(record)
-    log = audit_log(session)
-    if not log.path.is_file():
-        raise PromotionRefused(f"no audit trail at {log.path}: the check of {run} was not recorded here")
-    with log.lock:  # not while another command is appending its line
-        verification = log.verify()
-        records = log.records() if verification.ok else []
-    if not verification.ok:
-        raise PromotionRefused(f"the audit trail is broken at line {verification.first_bad} "
-                               f"({verification.reason}); `gatekeeper audit verify` says more")
-    checks = [r for r in records if r["action"] == "check" and r["subject"] == record.get("run_id")]
-    if not checks:
-        raise PromotionRefused(f"{run}: run {record.get('run_id')!r} has no check record in the audit trail "
-                               f"{log.path}")
-    if not any(r["refs"].get("decision") == digest for r in checks):
-        raise PromotionRefused(
-            f"{run}/decision.json was changed after the check: its hash {digest[:12]}… is not the one "
-            f"the audit trail recorded ({str(checks[-1]['refs'].get('decision'))[:12]}…)"
-        )
+    verdict = check_record(record, audit_log(session).path)
+    if not verdict.ok:
+        raise PromotionRefused(f"{run}: {verdict.detail}")
+    assert verdict.digest is not None
+    digest = verdict.digest
     return record, digest
 
 
@@ -249,7 +236,7 @@ def check_baseline_is_production(target: DeployTarget, model: str, production: s
 
 def promote_run(
     session: Any, run: Path, *, target: DeployTarget, model: str | None = None, stage: str | None = None,
-    force: bool = False, reason: str = "",
+    force: bool = False, reason: str = "", skip_reason: str | None = None,
 ) -> Promotion:
     """Everything ``gatekeeper promote`` does; raises :class:`PromotionRefused` when it may not."""
     record, digest = verified_decision(run, session)
@@ -266,11 +253,16 @@ def promote_run(
             target.remove_alias(model_name, CANDIDATE, expected=version, reason=f"now {production}")
         raise PromotionRefused(f"{model_name} version {version} is already {production}", 0)
     next_stage, skipped = choose_stage(stages, at, stage)
+    if skipped and not (force or skip_reason):
+        raise PromotionRefused(
+            f"not promoted: moving to stage {next_stage.name!r} skips {', '.join(map(repr, skipped))} and their "
+            "minimums (or --force --reason TEXT, recorded in the audit trail)", EXIT_STAGE_NOT_READY)
     held = aliases.get(CANDIDATE)
     if held and held.get("version") != version:
         raise PromotionRefused(
             f"{model_name}@{CANDIDATE} holds version {held['version']} at stage {held.get('stage')!r}: "
-            f"promote it to the end or roll it back (`gatekeeper rollback {CANDIDATE}`) first"
+            f"promote it to the end or roll it back "
+            f"(`gatekeeper rollback {CANDIDATE} --model {model_name} --reason WHY`) first"
         )
     if at is not None:
         leaving = next(s for s in stages if s.name == at)
@@ -304,6 +296,7 @@ def promote_run(
         "model": model_name, "version": version, "alias": promotion.alias, "stage": promotion.stage,
         "traffic": promotion.traffic, "previous": promotion.previous, "target": target.name,
         "run": str(run), "decision": record.get("decision"), "skipped_stages": skipped,
+        **({"skip_reason": skip_reason or reason} if skipped else {}),
         **({"forced": True, "reason": reason} if force else {}),
     })
     return promotion
@@ -358,6 +351,15 @@ class MonitorOutcome:
     rolled_back: bool = False
 
 
+def _stage_start(alias_info: dict[str, Any]) -> datetime | None:
+    """When the alias took its current version and stage (the registry's ``since``), as UTC."""
+    since = alias_info.get("since")
+    if not since:
+        return None
+    moment = datetime.fromisoformat(str(since).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def run_monitor(
     session: Any, *, target: DeployTarget, policy: Policy, signals: str, model: str | None = None,
     since: str | None = None, until: str | None = None, new: str | None = None, previous: str | None = None,
@@ -376,6 +378,11 @@ def run_monitor(
     else:
         alias, new_v, prev_v, stage_name = watched_versions(target, model_name, production)
     window = list(read_signals(signals, session.registries, since=since, until=until, model=model_name))
+    # A stage's evidence is the stage's own: signals from before the version entered it
+    # (for either version, so both sides cover the same window) do not count.
+    stage_start = _stage_start(target.aliases(model_name).get(alias or "", {})) if alias else None
+    before = [s for s in window if stage_start is not None and s.time < stage_start]
+    window = [s for s in window if not (stage_start is not None and s.time < stage_start)]
     new_signals = [s for s in window if s.model_version == new_v]
     prev_signals = [s for s in window if s.model_version == prev_v]
     stage = next((s for s in policy_stages(policy) if s.name == stage_name), None)
@@ -391,7 +398,10 @@ def run_monitor(
         "model": model_name, "alias": alias, "stage": stage_name, "new_version": new_v, "previous_version": prev_v,
         "signals": {"location": signals, "since": since, "until": until, "window": len(window),
                     "new": len(new_signals), "previous": len(prev_signals),
-                    "window_hours": round(window_hours(new_signals), 3)},
+                    "window_hours": round(window_hours(new_signals), 3),
+                    "excluded": {"before_stage": len(before),
+                                 "reason": (f"recorded before version {new_v} entered stage {stage_name!r} at "
+                                            f"{stage_start.isoformat()}") if stage_start else None}},
         "metrics": result.metrics, "criteria": result.criteria, "drift": drift,
         "policy": policy.reference(), "time": datetime.now().astimezone().isoformat(timespec="seconds"),
         "dry_run": dry_run,

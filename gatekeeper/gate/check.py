@@ -6,45 +6,41 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.gate import outdir
+from gatekeeper.gate.integrity import ANCHOR_KEY
+from gatekeeper.gate.provenance import claims_as_dicts, find_provenance, scope_summary, verify_claims
 from gatekeeper.kinds import Model
-from gatekeeper.types import ModelSpec, UsageError
+from gatekeeper.types import UsageError
 
 DECISION_SCHEMA = "gatekeeper.decision/1"
 
 
-def find_provenance(spec: str, explicit: Path | None, session: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """The candidate's declared change: --provenance, ?provenance=, the adapter's or recording's."""
-    parsed = ModelSpec.parse(spec)
-    candidates: list[Path] = []
-    if explicit is not None:
-        candidates.append(explicit)
-    if "provenance" in parsed.params:
-        candidates.append(session.config.path(parsed.params["provenance"]))
-    if "adapter" in parsed.params:
-        candidates.append(session.config.path(parsed.params["adapter"]) / "provenance.json")
-    if parsed.provider == "replay":
-        rec = session.config.path(parsed.name)
-        candidates.append(rec.with_name(rec.stem + ".provenance.json"))
-    for i, path in enumerate(candidates):
-        if path.is_file():
-            try:
-                return json.loads(path.read_text(encoding="utf-8")), str(path)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"invalid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
-        if i == 0 and explicit is not None:
-            raise UsageError("provenance file not found", file=str(path), field="--provenance")
-    return None, None
+def policy_version_conflict(policy_id: str, version: str, digest: str, audit: Any) -> str | None:
+    """Why this policy body may not be used under its version: an earlier check in the audit
+    trail used the same id and version with different content (``None`` when it did not)."""
+    if not audit.path.is_file():
+        return None
+    for entry in audit.records():
+        data = entry.get("data") or {}
+        if (entry.get("action") == "check" and data.get("policy") == policy_id
+                and str(data.get("policy_version")) == str(version) and entry["refs"].get("policy") != digest):
+            return (f"policy {policy_id} v{version} was used by check {entry['subject']} with different content "
+                    f"(sha256 {str(entry['refs'].get('policy'))[:12]}, now {digest[:12]})")
+    return None
 
 
 def prior_uses(suites: list[Any], audit: Any) -> dict[str, int]:
     """How many earlier checks evaluated each suite's exact content (from the audit trail)."""
+    from gatekeeper.gate.outdir import voided_runs
+
     history = audit.records() if audit.path.exists() else []
+    voided = voided_runs(history)  # checks whose reports were never published do not count
     return {
-        s.name: sum(1 for r in history if r["action"] == "check" and r["refs"].get(f"suite:{s.name}") == s.hash)
+        s.name: sum(1 for r in history if r["action"] == "check" and r["refs"].get(f"suite:{s.name}") == s.hash
+                    and r["subject"] not in voided)
         for s in suites
     }
 
@@ -54,7 +50,7 @@ def run_check(
     candidate: str | dict[str, Any] | None = None, baseline: str | dict[str, Any] | None = None,
     policy_path: Path | None = None,
     out: Path | None = None, provenance: Path | None = None, formats: list[str] | None = None,
-    progress: bool = True,
+    progress: bool = True, policy_change: str | None = None,
 ) -> tuple[dict[str, Any], list[Path]]:
     """The whole gate, shared by ``gatekeeper check`` and ``pytest --gatekeeper-check``.
 
@@ -85,6 +81,14 @@ def run_check(
     wanted = set(policy.performance_evaluation.suites)
     suites = [s for s in collected if s.name in wanted]
     audit = AuditLog(config.path(config.audit_log))
+    out = out or config.path(config.out)
+    outdir.require_writable(out)  # before any model is called
+    outdir.void_orphan(out, audit)
+    changed_under_version = policy_version_conflict(policy.metadata.id, policy.metadata.version, policy.hash, audit)
+    if changed_under_version and not policy_change:
+        raise UsageError(f"{changed_under_version}; give the plan a new version, or pass "
+                         "--accept-policy-change REASON (recorded in the audit trail)", file=str(policy_path),
+                         field="metadata.version")
     reuse_counts = prior_uses(suites, audit)
     reuse_violations = [
         Reason(text.split(":", 1)[0], "DEVIATION", text)
@@ -92,14 +96,17 @@ def run_check(
             policy, {s.name: [s.hash, *s.datasets.values()] for s in suites}, reuse_counts
         )
     ]
-    provenance_record, provenance_path = find_provenance(str(candidate), provenance, session)
+    provenance_record, provenance_path = find_provenance(str(candidate), provenance, config)
     scope = check_scope(policy, provenance_record)
 
     models: dict[str, Model] = {
         "candidate": session.load_model(candidate), "baseline": session.load_model(baseline)
     }
+    claims = verify_claims(provenance_record, models["candidate"].identity, config) if provenance_record else []
+    scope.deviations.extend(f"provenance.{c.field}: {c.detail}" for c in claims if c.status == "mismatch")
     specs = {"candidate": str(candidate), "baseline": str(baseline)}
     run_id = new_run_id()
+    outdir.begin(out, run_id, _report_names(session, formats))
     results, stats = session.run(models, suites, run_id=run_id, specs=specs,
                                  progress=progress)
     record = run_record(
@@ -130,6 +137,8 @@ def run_check(
         "scope": {
             "modification": scope.modification_id, "deviations": scope.deviations,
             "provenance": provenance_record, "provenance_file": provenance_path,
+            "checked": provenance_record is not None, "claims": claims_as_dicts(claims),
+            "summary": scope_summary(provenance_record is not None, claims, provenance_path),
         },
         "test_sets": {s.name: {"sha256": s.hash, "datasets": s.datasets,
                                "previous_uses": reuse_counts.get(s.name, 0)} for s in suites},
@@ -139,17 +148,48 @@ def run_check(
         ]},
     })
     session.host.hook.gatekeeper_decision_made(record=record)
-    out = out or config.path(config.out)
+    head = audit.head() if audit.path.is_file() else None
+    record[ANCHOR_KEY] = {"seq": head["seq"], "head": head["hash"]} if head else {"seq": 0, "head": None}
     refs = {
         "policy": policy.hash, "decision": record_hash(record),
         **{f"suite:{s.name}": s.hash for s in suites},
         **{f"dataset:{Path(p).name}": h for s in suites for p, h in s.datasets.items()},
         **{f"model:{k}": m.identity.digest for k, m in models.items()},
     }
-    audit.append("check", subject=run_id, refs=refs, data={
-        "decision": decision, "policy": policy.metadata.id, "candidate": specs["candidate"],
-        "baseline": specs["baseline"], "out": str(out),
+    staging = outdir.staging_dir(out, run_id)
+    try:
+        staged = session.write_reports(record, staging, ["json"])  # the record, before its audit record
+    except Exception as exc:
+        outdir.fail(out, run_id, f"writing the decision record failed: {exc}")
+        raise
+    entry = audit.append("check", subject=run_id, refs=refs, data={
+        "decision": decision, "policy": policy.metadata.id, "policy_version": policy.metadata.version,
+        "candidate": specs["candidate"], "baseline": specs["baseline"], "out": str(out),
+        **({"policy_change": {"reason": policy_change, "was": changed_under_version}} if changed_under_version else {}),
     })
-    # After the audit record, so the reports can show it; approvals cannot exist yet.
-    written = session.write_reports(with_attestations(record, run_dir=None, audit_log=audit.path), out, formats)
+    try:
+        # After the audit record, so the reports can show it; approvals cannot exist yet.
+        rest = [name for name in (formats or session.registries.reporters.names()) if name != "json"]
+        staged += session.write_reports(with_attestations(record, run_dir=None, audit_log=audit.path), staging,
+                                        rest)
+        written = outdir.publish(out, run_id, staged)
+    except BaseException as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        outdir.fail(out, run_id, f"publishing the reports failed after the audit record: {why}")
+        try:
+            outdir.void(audit, run_id, entry["hash"], out, f"its reports were never published ({why})")
+        except Exception:
+            pass
+        raise
     return record, written
+
+
+def _report_names(session: Any, formats: list[str] | None) -> list[str]:
+    """The file names the reporters will write (their previous versions are removed first)."""
+    registry = session.registries.reporters
+    names = []
+    for name in formats or registry.names():
+        filename = getattr(registry.get(name, field="--format"), "filename", None)
+        if isinstance(filename, str):
+            names.append(filename)
+    return names

@@ -46,6 +46,9 @@ from gatekeeper.types import ModelSpec, UsageError
 ModificationType = Literal[
     "lora_adapter_retrain",
     "dpo_preference_tune",
+    "rl_reward_tune",
+    "distillation",
+    "hosted_finetune",
     "full_finetune",
     "base_model_swap",
     "prompt_template_change",
@@ -53,16 +56,16 @@ ModificationType = Literal[
 ]
 Direction = Literal["higher", "lower"]
 Hypothesis = Literal["non_inferiority", "superiority", "equivalence", "guardrail_only", "homogeneity"]
-CIMethod = Literal["bootstrap_bca", "bootstrap_percentile", "tango", "cluster", "t"]
+CIMethod = Literal["auto", "bootstrap_bca", "bootstrap_percentile", "tango", "cluster", "t"]
 SignalKind = Literal["acceptance_rate", "rejection_rate", "edit_rate", "rating", "flag_rate"]
 
 CI_METHODS: tuple[str, ...] = get_args(CIMethod)
 HYPOTHESES: tuple[str, ...] = get_args(Hypothesis)
 MODIFICATION_TYPES: tuple[str, ...] = get_args(ModificationType)
 
-ADAPTER_TYPES = frozenset({"lora_adapter_retrain", "dpo_preference_tune"})
+ADAPTER_TYPES = frozenset({"lora_adapter_retrain", "dpo_preference_tune", "rl_reward_tune", "distillation"})
 """Changes that train a low-rank adapter on a fixed base model."""
-TRAINING_TYPES = frozenset({*ADAPTER_TYPES, "full_finetune", "base_model_swap"})
+TRAINING_TYPES = frozenset({*ADAPTER_TYPES, "hosted_finetune", "full_finetune", "base_model_swap"})
 """Changes that train on data, so data management and re-training rules apply."""
 
 BOUND_APPLIES_TO: dict[str, frozenset[str]] = {
@@ -136,7 +139,9 @@ def _one_of(value: Any, allowed: Sequence[str], what: str) -> Any:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: ``margin: .inf`` or ``alpha: .nan`` passed loading and crashed
+    # after every model call; the whole policy is validated before any generation.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- metadata
@@ -394,12 +399,16 @@ class MetricSpec(_Section):
     margin: Margin = Field(default=0.0, validate_default=True)
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     sides: Literal["one", "two"] = "one"
-    ci_method: CIMethod = "bootstrap_bca"
+    ci_method: CIMethod = "auto"
+    """``auto``: Tango for binary metrics, cluster-robust for clustered cases, else BCa (stats.choose_method)."""
     critical: bool = False
     slices: list[str] = Field(default_factory=list)
     min_slice_n: int = Field(default=10, ge=1)
     guardrail: Guardrail | None = Field(default=None, validate_default=True)
     min_n: int | None = Field(default=None, ge=1)
+    """Below this many paired cases a comparison is INCONCLUSIVE whatever its interval says.
+    Unset: 20 for binary metrics, 50 for others (``stats.default_min_n``; docs/statistics.md
+    "Small samples"); 1 turns the minimum off."""
     power: float = Field(default=0.8, gt=0, lt=1)
 
     @model_validator(mode="before")
@@ -503,7 +512,27 @@ class PerformanceEvaluation(_Section):
 
 
 class ScopeRules(_Section):
-    require_provenance: bool = False
+    require_provenance: bool | None = None
+    """A candidate without provenance is a scope deviation. ``None`` (the default): required
+    whenever a modification declares bounds, which cannot be checked without it."""
+
+
+class SliceRules(_Section):
+    """How critical slices count (docs/statistics.md "Slices").
+
+    ``inconclusive``: ``hold`` (default) -- an INCONCLUSIVE critical slice holds the release,
+    so promotion needs every critical slice shown non-inferior (an intersection-union test:
+    each slice at the metric's alpha). ``overall`` -- an INCONCLUSIVE critical slice is
+    decided by the overall metric, except that a slice whose point estimate is worse than
+    the margin still holds the release (it never passes silently).
+    ``multiplicity``: how a slice FAIL is controlled across a metric's slices --
+    ``bonferroni`` (default: a slice FAILs only when its interval at alpha/k, k slices,
+    lies beyond the margin, so the chance of any false REJECT from the slices is at most
+    alpha) or ``none`` (each slice at the full alpha).
+    """
+
+    inconclusive: Literal["hold", "overall"] = "hold"
+    multiplicity: Literal["bonferroni", "none"] = "bonferroni"
 
 
 class GateLimits(_Section):
@@ -515,6 +544,7 @@ class GateLimits(_Section):
     max_nodata: int | float = 0.05
     max_error_rate: float = Field(default=0.0, ge=0, le=1)
     scope: ScopeRules = Field(default_factory=ScopeRules)
+    slices: SliceRules = Field(default_factory=SliceRules)
 
     @field_validator("max_nodata", mode="before")
     @classmethod
@@ -946,6 +976,15 @@ class ScopeResult:
         return not self.deviations
 
 
+def provenance_required(policy: Policy) -> bool:
+    """``gate.scope.require_provenance``, or by default: whenever a modification declares
+    bounds (they cannot be checked without the change's provenance)."""
+    explicit = policy.gate.scope.require_provenance
+    if explicit is not None:
+        return explicit
+    return any(m.bounds.model_dump(exclude_defaults=True) for m in policy.modifications)
+
+
 def check_scope(policy: Policy, provenance: Mapping[str, Any] | None) -> ScopeResult:
     """The gate's scope check: is the candidate's change one the policy pre-authorizes?
 
@@ -958,7 +997,7 @@ def check_scope(policy: Policy, provenance: Mapping[str, Any] | None) -> ScopeRe
     too: a change that cannot be shown to be in scope is not in scope.
     """
     if provenance is None:
-        if policy.gate.scope.require_provenance:
+        if provenance_required(policy):
             return ScopeResult(None, [
                 "gate.scope.require_provenance: no modification declared: the candidate comes with no "
                 "provenance, so it cannot be shown to be a change the policy allows"

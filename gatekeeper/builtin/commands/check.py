@@ -22,6 +22,9 @@ class CheckCommand(Command):
         parser.add_argument("--baseline", help="baseline model spec (default: config 'baseline')")
         parser.add_argument("--policy", type=Path, help="PCCP policy YAML (default: config 'policy')")
         parser.add_argument("--out", type=Path, help="output directory (default: config 'out')")
+        parser.add_argument("--accept-policy-change", metavar="REASON",
+                            help="use a policy whose content changed under a version already used (recorded "
+                            "with REASON in the audit trail); better: give the plan a new version")
         parser.add_argument("--provenance", type=Path,
                             help="the candidate's provenance.json (default: next to its adapter/recording)")
         parser.add_argument("--format", action="append", dest="formats", help="report format (repeatable)")
@@ -39,6 +42,7 @@ class CheckCommand(Command):
             session, paths=args.paths, keyword=args.keyword, marker=args.marker,
             candidate=args.candidate, baseline=args.baseline, policy_path=args.policy, out=args.out,
             provenance=args.provenance, formats=args.formats, progress=not args.no_progress,
+            policy_change=args.accept_policy_change,
         )
         print_decision(session, record)
         session.echo("wrote " + ", ".join(str(p) for p in written))
@@ -47,7 +51,10 @@ class CheckCommand(Command):
 
 def print_decision(session: Any, record: dict[str, Any]) -> None:
     session.echo(f"decision: {record['decision']}  (policy {record['policy']['id']} "
-                 f"v{record['policy']['version']}, run {record['run_id']})")
+                 f"v{record['policy']['version']} sha256 {str(record['policy'].get('sha256', ''))[:12]}, "
+                 f"run {record['run_id']})")
+    if (record.get("scope") or {}).get("summary"):
+        session.echo(f"  {record['scope']['summary']}")
     for reason in record["reasons"]:
         session.echo(f"  - [{reason['clause']}] {reason['text']}")
     session.echo(f"  {'metric':<28} {'n':>5} {'baseline':>9} {'candidate':>9} {'delta':>8}  verdict")

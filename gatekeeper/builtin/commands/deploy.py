@@ -163,6 +163,9 @@ def print_monitor(session: Any, record: dict[str, Any]) -> None:
                  f"{' @' + record['alias'] if record['alias'] else ''}"
                  f"{' stage ' + record['stage'] if record['stage'] else ''} vs version {record['previous_version']}; "
                  f"{sig['new']} vs {sig['previous']} signals over {sig['window_hours']:.1f} h)")
+    excluded = sig.get("excluded") or {}
+    if excluded.get("before_stage"):
+        session.echo(f"  excluded {excluded['before_stage']} signal(s): {excluded['reason']}")
     for reason in record["reasons"]:
         session.echo(f"  - {reason}")
     session.echo(f"  {'metric':<14} {'n new':>6} {'n prev':>6} {'previous':>9} {'new':>7} {'delta':>7} "
@@ -314,7 +317,8 @@ class RegistryCommand(Command):
         from gatekeeper.builtin.local_registry import LocalRegistry, consistency_problems
 
         if isinstance(target, LocalRegistry):
-            problems, where = consistency_problems(target.load()), str(target.root)
+            state = target.load()
+            problems, where = consistency_problems(state) + _against_audit(session, state), str(target.root)
         else:
             versions = target.versions(model)
             problems = [f"{model}: alias {a!r} points at missing version {i['version']!r}"
@@ -324,6 +328,21 @@ class RegistryCommand(Command):
             session.echo(f"  {problem}")
         session.echo(f"registry {where}: {'INCONSISTENT' if problems else 'OK'}")
         return 1 if problems else 0
+
+
+def _against_audit(session: Any, state: dict[str, Any]) -> list[str]:
+    """The registry's story against the audit trail's (an empty log is not OK when there is history)."""
+    from gatekeeper.deploy.crosscheck import audit_problems
+
+    log = audit_log(session)
+    if not state.get("history"):
+        return []
+    if not log.path.is_file():
+        return [f"the registry has {len(state['history'])} history events but there is no audit trail at {log.path}"]
+    verification = log.verify()
+    if not verification.ok:
+        return [f"the audit trail is broken at line {verification.first_bad}: {verification.reason}"]
+    return audit_problems(state, log.records())
 
 
 @hookimpl

@@ -27,6 +27,7 @@ from gatekeeper_hf import __version__
 from gatekeeper_hf.loading import (
     DTYPES,
     ModelSource,
+    adapter_digest,
     apply_adapter,
     check_adapter_dir,
     default_cache_root,
@@ -138,6 +139,9 @@ def make_identity(spec: ModelSpec, source: ModelSource, settings: HFSettings) ->
         "adapter": str(settings.adapter) if settings.adapter else None,
         "dtype": settings.dtype,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        # What the gate verifies a tuner's provenance against (base_model.digest, adapter.digest).
+        "base_digest": source_digest(source, settings.cache_root),
+        "adapter_digest": adapter_digest(settings.adapter, settings.cache_root) if settings.adapter else None,
     }
     return ModelIdentity(
         provider="hf",
