@@ -142,3 +142,48 @@ def test_canary_evidence_recorded_before_the_canary_does_not_count(project: Proj
     assert result.exit_code == 3, result.output  # no evidence of its own: INCONCLUSIVE, never OK
     promoted = project.run("promote", "out")
     assert promoted.exit_code == 3 and "the last monitoring of version 2 at 'canary' was INCONCLUSIVE" in promoted.stdout
+
+
+def _hold_project(project: Project) -> Project:
+    from tests.test_check import paired_project
+
+    paired_project(project, improved=12, regressed=2, both_right=90)
+    project.write("candidate.provenance.json", json.dumps({"modification": "M2"}))  # manual: HOLD
+    assert run_paired_check(project, "candidate").exit_code == 2
+    assert project.run("keys", "new", "keys/mallory", "--signer", "Mallory").exit_code == 0
+    return project
+
+
+def test_one_signature_rule_for_approve_status_and_evidence_verify(project: Project) -> None:
+    _hold_project(project)
+    # approve refuses a key the policy does not list for the role, before writing anything
+    refused = project.run("approve", "out", "--key", "keys/mallory.key", "--signer", "Mallory",
+                          "--meaning", "approval", "--role", "qa-lead")
+    assert refused.exit_code == 4
+    assert "not one of the keys allowed to sign for role 'qa-lead'" in refused.output
+    assert not (project.path / "out/approvals.jsonl").exists()
+
+    # a signature appended by other means is refused by evidence verify exactly as by status
+    from gatekeeper.gate.approvals import sign
+
+    sign(project.path / "out", key_file=project.path / "keys/mallory.key", signer="Mallory",
+         meaning="approval", role="qa-lead")
+    status = project.run("status", "out")
+    assert status.exit_code == 2 and "not one of the keys allowed" in status.stdout
+    assert project.run("evidence", "out", "--out", "bundle.zip").exit_code in (0, 2)
+    verify = project.run("evidence", "verify", "bundle.zip")
+    assert "signature valid" not in verify.stdout
+    assert "not one of the keys allowed to sign for role 'qa-lead'" in verify.output
+
+
+def test_a_run_stays_verifiable_after_the_key_files_move(project: Project) -> None:
+    _hold_project(project)
+    signed = project.run("approve", "out", "--key", "keys/qa.key", "--signer", "Quinn QA",
+                         "--meaning", "approval", "--role", "qa-lead")
+    assert signed.exit_code == 0, signed.output
+    required = project.read_json("out/decision.json")["approvals"]["required"][0]
+    assert required["key_ids"] and required["public_key_pems"][0].startswith("-----BEGIN PUBLIC KEY-----")
+    (project.path / "keys").rename(project.path / "moved-keys")
+    status = project.run("status", "out")
+    assert status.exit_code == 0, status.output
+    assert "promotable: yes" in status.stdout

@@ -294,7 +294,7 @@ class Loop:
 
     def run(self) -> int:
         from gatekeeper.deploy.promotion import PromotionRefused
-        from gatekeeper.gate.approvals import RequiredApproval, promotable
+        from gatekeeper.gate.approvals import promotable, required_from_record
         from gatekeeper.gate.decision import EXIT_CODES
 
         self.work.mkdir(parents=True, exist_ok=True)
@@ -304,8 +304,7 @@ class Loop:
         regression, data = self.curate()
         candidate = self.tune(data)
         record = self.check(baseline, candidate, regression)
-        required = [RequiredApproval(a["role"], a["meaning"], [Path(p) for p in a["public_keys"]])
-                    for a in record.get("approvals", {}).get("required", [])]
+        required = required_from_record(record)
         if not promotable(self.work / "check", required)[0]:
             return self.finish(int(EXIT_CODES[record["decision"]]), "stopped at the gate: nothing was promoted")
         try:

@@ -126,11 +126,10 @@ def verified_decision(run: Path, session: Any) -> tuple[dict[str, Any], str]:
 
 def require_promotable(run: Path, record: dict[str, Any]) -> str:
     """Why the decision allows promotion; refuse (with the decision's exit code) otherwise."""
-    from gatekeeper.gate.approvals import RequiredApproval, promotable
+    from gatekeeper.gate.approvals import promotable, required_from_record
     from gatekeeper.gate.decision import EXIT_CODES
 
-    required = [RequiredApproval(a["role"], a["meaning"], [Path(p) for p in a["public_keys"]])
-                for a in record.get("approvals", {}).get("required", [])]
+    required = required_from_record(record)
     ok, why = promotable(run, required)
     if not ok:
         raise PromotionRefused(f"not promoted: {why}", int(EXIT_CODES.get(str(record.get("decision")), 4)))

@@ -149,16 +149,20 @@ def load_public_key(path: Path) -> PublicKey:
 
     :raises UsageError: the file is missing, not PEM or not Ed25519.
     """
+    return parse_public_key(_read_key_file(path, "public key file"), str(path))
+
+
+def parse_public_key(data: bytes, where: str) -> PublicKey:
+    """An Ed25519 public key from PEM bytes (a file's, or the copy a decision record keeps)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    data = _read_key_file(path, "public key file")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"not a PEM public key ({exc})", file=str(path)) from None
+        raise UsageError(f"not a PEM public key ({exc})", file=where) from None
     if not isinstance(key, Ed25519PublicKey):
-        raise UsageError(f"{type(key).__name__} is not an Ed25519 key", file=str(path))
-    return PublicKey(key, key_id(key), public_pem(key), _signer_of(data), str(path))
+        raise UsageError(f"{type(key).__name__} is not an Ed25519 key", file=where)
+    return PublicKey(key, key_id(key), public_pem(key), _signer_of(data), where)
 
 
 # --------------------------------------------------------------------------- the record
@@ -201,6 +205,7 @@ def sign(
     signer: str,
     meaning: Meaning,
     role: str | None = None,
+    required: list[RequiredApproval] | None = None,
 ) -> dict[str, Any]:
     """Sign the run's decision record and append the approval to ``RUN/approvals.jsonl``.
 
@@ -209,8 +214,11 @@ def sign(
     :param signer: the signer's name; must match the name in the key file, when it has one.
     :param meaning: what the signature means: approval, review or responsibility.
     :param role: the role signed for (e.g. ``qa-lead``), as the policy names it.
+    :param required: the approvals the decision requires (from its record): a signature the
+        policy would not count (role, key, signer, meaning) is refused before it is written.
     :return: the approval record that was appended.
-    :raises UsageError: no decision record, a bad key file, a bad meaning or signer.
+    :raises UsageError: no decision record, a bad key file, a bad meaning or signer, or a
+        signature the policy does not allow.
     """
     if meaning not in MEANINGS:
         raise UsageError(f"meaning {meaning!r} is not one of {', '.join(MEANINGS)}", field="meaning")
@@ -237,6 +245,11 @@ def sign(
         "public_key": public_pem(public),
         "signature": base64.b64encode(signature).decode("ascii"),
     }
+    if required is not None:
+        why = allowed_for_role(approval, required)
+        if why:
+            raise UsageError(f"not signed: {why} (the policy's update_procedures.approvals name who may sign)",
+                             file=str(key_file), field="--key")
     _append_line(Path(run_dir) / APPROVALS_FILE, canonical_json(approval))
     return approval
 
@@ -261,10 +274,41 @@ class RequiredApproval:
     role: str
     meaning: str
     public_keys: list[Path] = field(default_factory=list)
+    key_pems: list[str] = field(default_factory=list)
+    """The keys' PEM text as the decision record keeps it: a run stays verifiable after the
+    key files move. When given, it is what counts; the paths are only where they came from."""
 
     @property
     def label(self) -> str:
         return f"{self.role} ({self.meaning})"
+
+    def keys(self) -> list[PublicKey]:
+        if self.key_pems:
+            return [parse_public_key(pem.encode("ascii"), f"decision record key of role {self.role!r}")
+                    for pem in self.key_pems]
+        return [load_public_key(p) for p in self.public_keys]
+
+    def record_entry(self) -> dict[str, Any]:
+        """What the decision record keeps: role, meaning, key paths, and each key's id and PEM."""
+        keys = self.keys()
+        return {"role": self.role, "meaning": self.meaning, "public_keys": [str(p) for p in self.public_keys],
+                "key_ids": [k.key_id for k in keys], "public_key_pems": [k.pem for k in keys]}
+
+
+def required_from_record(record: Mapping[str, Any]) -> list[RequiredApproval]:
+    """The approvals a decision record requires, with the key material it recorded (older
+    records name key files only)."""
+    return [RequiredApproval(a["role"], a["meaning"], [Path(p) for p in a.get("public_keys", [])],
+                             list(a.get("public_key_pems") or []))
+            for a in (record.get("approvals") or {}).get("required", [])]
+
+
+def allowed_for_role(approval: Mapping[str, Any], required: list[RequiredApproval]) -> str:
+    """``""`` when the policy lets this signature count (role, key, signer, meaning), else why not.
+
+    The one rule ``approve``, ``status``, ``promote``, the reports and ``evidence verify`` apply.
+    """
+    return _match_requirement(approval, required, {id(r): r.keys() for r in required})[1]
 
 
 @dataclass
@@ -342,7 +386,7 @@ def check_approvals(run_dir: Path, required: list[RequiredApproval]) -> Approval
     :raises UsageError: no decision record, or a required public key file is missing or bad.
     """
     current = record_hash(load_decision(run_dir))
-    allowed = {id(req): [load_public_key(p) for p in req.public_keys] for req in required}
+    allowed = {id(req): req.keys() for req in required}
     status = ApprovalStatus(satisfied=False)
     done: set[int] = set()
     for number, approval, error in read_approvals(run_dir):

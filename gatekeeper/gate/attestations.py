@@ -39,7 +39,7 @@ def policy_content(policy: Policy) -> dict[str, Any]:
 
 def approval_status(record: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
     """The required approvals and which signatures in ``RUN/approvals.jsonl`` satisfy them."""
-    from gatekeeper.gate.approvals import APPROVALS_FILE, RequiredApproval, check_approvals
+    from gatekeeper.gate.approvals import APPROVALS_FILE, check_approvals, required_from_record
 
     required_entries = (record.get("approvals") or {}).get("required") or []
     status: dict[str, Any] = {"required": required_entries, "valid": [], "problems": [], "missing": [],
@@ -50,8 +50,7 @@ def approval_status(record: dict[str, Any], run_dir: Path | None) -> dict[str, A
     if not (run_dir / APPROVALS_FILE).is_file():
         status["checked"] = True  # nothing signed yet: no need to re-hash the record
         return status
-    required = [RequiredApproval(a["role"], a["meaning"], [Path(p) for p in a["public_keys"]])
-                for a in required_entries]
+    required = required_from_record(record)
     try:
         result = check_approvals(run_dir, required)
     except UsageError as exc:

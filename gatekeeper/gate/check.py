@@ -59,7 +59,7 @@ def run_check(
     fall back to the configuration.
     """
     from gatekeeper.engine.results import identity_entry, new_run_id, run_record
-    from gatekeeper.gate.approvals import record_hash
+    from gatekeeper.gate.approvals import RequiredApproval, record_hash
     from gatekeeper.gate.attestations import policy_content, with_attestations
     from gatekeeper.gate.audit import AuditLog
     from gatekeeper.gate.decision import EXIT_CODES, GateInputs, Reason, decide, evaluate_metrics
@@ -142,10 +142,8 @@ def run_check(
         },
         "test_sets": {s.name: {"sha256": s.hash, "datasets": s.datasets,
                                "previous_uses": reuse_counts.get(s.name, 0)} for s in suites},
-        "approvals": {"required": [
-            {"role": a.role, "meaning": a.meaning, "public_keys": [str(p) for p in a.public_keys]}
-            for a in approvals
-        ]},
+        "approvals": {"required": [RequiredApproval(a.role, a.meaning, [Path(p) for p in a.public_keys]).record_entry()
+                                   for a in approvals]},
     })
     session.host.hook.gatekeeper_decision_made(record=record)
     head = audit.head() if audit.path.is_file() else None

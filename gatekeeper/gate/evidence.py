@@ -276,6 +276,7 @@ def verify_bundle(path: Path) -> Verification:
             _check_members(zf, manifest, result)
             _check_record(zf, manifest, result)
             _check_audit_records(zf, result)
+            _check_bundled_check(zf, manifest, result)
             _check_signatures(zf, manifest, result)
     except zipfile.BadZipFile as exc:
         raise _not_a_bundle(path, f"damaged zip ({exc})") from None
@@ -343,9 +344,45 @@ def _check_audit_records(zf: zipfile.ZipFile, result: Verification) -> None:
             result.problems.append(f"audit/records.jsonl:{number}: the record does not hash to its 'hash'")
 
 
+def _check_bundled_check(zf: zipfile.ZipFile, manifest: dict[str, Any], result: Verification) -> None:
+    """A decision bundle must carry the audit ``check`` record that noted its record's hash."""
+    expected = manifest.get("record_hash")
+    if not expected or "audit/records.jsonl" not in zf.namelist():
+        return
+    try:
+        lines = zf.read("audit/records.jsonl").decode("utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile):
+        return  # already reported by _check_audit_records
+    checks = [r for r in records if isinstance(r, dict) and r.get("action") == "check"]
+    if not any((r.get("refs") or {}).get("decision") == expected for r in checks):
+        noted = ", ".join(str((r.get("refs") or {}).get("decision"))[:12] + "…" for r in checks) or "none"
+        result.problems.append(f"run/decision.json: its hash {str(expected)[:12]}… is not the one the bundled "
+                               f"audit check record noted ({noted}): the decision was edited")
+
+
+def bundled_record_check(path: Path, result: Verification, audit_log: Path) -> Any:
+    """:func:`gatekeeper.gate.integrity.check_record` of the bundle's decision against ``audit_log``."""
+    from gatekeeper.gate.integrity import check_record
+
+    if not result.manifest.get("record_hash"):
+        return None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            record = json.loads(zf.read("run/decision.json"))
+    except (KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return check_record(record, audit_log) if isinstance(record, dict) else None
+
+
 def _check_signatures(zf: zipfile.ZipFile, manifest: dict[str, Any], result: Verification) -> None:
     """Each approval in the bundle must verify and sign the bundled decision record."""
-    from gatekeeper.gate.approvals import verify_signature
+    from gatekeeper.gate.approvals import allowed_for_role, required_from_record, verify_signature
+
+    try:
+        required = required_from_record(json.loads(zf.read("run/decision.json")))
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError, UnicodeDecodeError):
+        required = []
 
     if "run/approvals.jsonl" not in zf.namelist():
         return
@@ -365,6 +402,11 @@ def _check_signatures(zf: zipfile.ZipFile, manifest: dict[str, Any], result: Ver
             approval = {}
         if not why and manifest.get("record_hash") and approval.get("record_hash") != manifest["record_hash"]:
             why = "it signs a different decision record"
+        if not why and required:  # the same rule as status and promote: the policy's keys per role
+            try:
+                why = allowed_for_role(approval, required)
+            except UsageError as exc:
+                why = str(exc)
         where = f"run/approvals.jsonl:{number}"
         if why:
             result.problems.append(f"{where}: {why}")

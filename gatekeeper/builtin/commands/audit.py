@@ -56,6 +56,17 @@ class AuditCommand(Command):
             metavar="HASH",
             help="a head hash printed by an earlier verify: fail if that record is gone",
         )
+        verify.add_argument("--anchor-file", metavar="FILE", type=Path,
+                            help="an anchor written by `audit anchor` (its signature is checked too)")
+        verify.add_argument("--timestamp-token", metavar="TSR", type=Path,
+                            help="an RFC 3161 token over --anchor-file: fail unless it covers that file")
+        anchor = actions.add_parser("anchor", help="print (and optionally sign) the head, to keep outside the log")
+        _add_log_option(anchor)
+        anchor.add_argument("--out", metavar="FILE", type=Path, help="write the anchor document here")
+        anchor.add_argument("--key", metavar="FILE", type=Path, help="sign it with this Ed25519 private key")
+        repair = actions.add_parser(
+            "repair", help="cut a torn last line (a cut-off write) and record the repair; never edits records")
+        _add_log_option(repair)
         show = actions.add_parser("show", help="print the records about a run or model alias")
         show.add_argument("subject", nargs="?", metavar="ALIAS_OR_RUN", help="default: every record")
         _add_log_option(show)
@@ -65,6 +76,8 @@ class AuditCommand(Command):
         handlers: dict[str, Callable[[argparse.Namespace, Path], int]] = {
             "verify": self._verify,
             "show": self._show,
+            "anchor": self._anchor,
+            "repair": self._repair,
         }
         return handlers[args.audit_action](args, _log_path(args, session))
 
@@ -75,15 +88,72 @@ class AuditCommand(Command):
             raise UsageError(
                 "no audit log here (nothing was recorded yet, or it was removed)", file=str(path)
             )
-        result = AuditLog(path).verify(anchor=args.anchor)
+        from gatekeeper.gate.anchor import read_anchor, token_covers
+
+        anchors = [args.anchor] if args.anchor else []
+        if args.timestamp_token and not args.anchor_file:
+            raise UsageError("--timestamp-token needs the --anchor-file it stamps", field="--timestamp-token")
+        if args.anchor_file:
+            document = read_anchor(args.anchor_file)
+            anchors.append(document["head"])
+            signed = document.get("signature")
+            print(f"anchor {args.anchor_file}: seq {document.get('seq')}, head {document['head']}"
+                  + (f", signed by {signed.get('signer')} (key {signed.get('key_id')})" if signed else ", unsigned"))
+            if args.timestamp_token:
+                if not token_covers(args.timestamp_token, args.anchor_file):
+                    print(f"timestamp token {args.timestamp_token} does not cover {args.anchor_file}")
+                    return 1
+                print(f"timestamp token {args.timestamp_token} covers the anchor's SHA-256 "
+                      "(check the TSA's signature with `openssl ts -verify`)")
+        log = AuditLog(path)
+        result = log.verify()
+        for anchor in anchors:
+            if result.ok:
+                result = log.verify(anchor=anchor)
         if not result.ok:
             print(
                 f"audit trail BROKEN at record {result.first_bad} (line {result.first_bad}): {result.reason}"
             )
             return 1
+        if result.count == 0:
+            print("audit trail EMPTY: the log exists but holds no record; records were written here "
+                  "(the file is created by the first one), so it was emptied")
+            return 1
         print(f"audit trail OK: {result.count} records")
         if result.head:
             print(f"head: {result.head}")
+        return 0
+
+    @staticmethod
+    def _anchor(args: argparse.Namespace, path: Path) -> int:
+        from gatekeeper.gate.anchor import make_anchor
+
+        anchor = make_anchor(path, key_file=args.key)
+        text = json.dumps(anchor, indent=1, ensure_ascii=False) + "\n"
+        if args.out:
+            from gatekeeper.files import write_atomic
+
+            write_atomic(args.out, text)
+            print(f"wrote {args.out}: seq {anchor['seq']}, head {anchor['head']}")
+            print("keep it where whoever can write the log cannot (and optionally timestamp its SHA-256 "
+                  "with an RFC 3161 authority); check later with `gatekeeper audit verify --anchor-file`")
+        else:
+            print(text, end="")
+        return 0
+
+    @staticmethod
+    def _repair(args: argparse.Namespace, path: Path) -> int:
+        from gatekeeper.gate.audit import AuditLog
+
+        if not path.is_file():
+            raise UsageError("no audit log here", file=str(path))
+        record = AuditLog(path).repair()
+        if record is None:
+            print("audit trail ends with a complete record: nothing to repair")
+            return 0
+        print(f"cut {record['data']['removed_bytes']} bytes of a torn last line after record "
+              f"{record['data']['after_seq']} (kept in {path.name}.torn-*) and recorded it as record "
+              f"{record['seq']} ({record['hash'][:12]}…)")
         return 0
 
     @staticmethod
@@ -182,11 +252,12 @@ class ApproveCommand(Command):
         _add_log_option(parser)
 
     def run(self, args: argparse.Namespace, session: Session) -> int:
-        from gatekeeper.gate.approvals import load_decision, sign
+        from gatekeeper.gate.approvals import load_decision, required_from_record, sign
         from gatekeeper.gate.audit import AuditLog
         decision = load_decision(args.run_dir)
         approval = sign(
-            args.run_dir, key_file=args.key, signer=args.signer, meaning=args.meaning, role=args.role
+            args.run_dir, key_file=args.key, signer=args.signer, meaning=args.meaning, role=args.role,
+            required=required_from_record(decision),
         )
         subject = str(decision.get("run_id") or args.run_dir.resolve().name)
         entry = AuditLog(_log_path(args, session)).append(

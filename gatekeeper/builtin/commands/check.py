@@ -77,7 +77,7 @@ class StatusCommand(Command):
 
     def run(self, args: argparse.Namespace, session: Session) -> int:
         from gatekeeper.engine.session import read_record
-        from gatekeeper.gate.approvals import RequiredApproval, check_approvals, promotable
+        from gatekeeper.gate.approvals import check_approvals, promotable, required_from_record
         from gatekeeper.gate.decision import EXIT_CODES
         from gatekeeper.gate.integrity import require_intact
 
@@ -85,10 +85,7 @@ class StatusCommand(Command):
         if record.get("kind") != "check":
             raise UsageError("not a decision record (run 'gatekeeper check')", file=str(args.run))
         require_intact(record, Path(session.config.path(session.config.audit_log)), where=args.run)
-        required = [
-            RequiredApproval(a["role"], a["meaning"], [Path(p) for p in a["public_keys"]])
-            for a in record.get("approvals", {}).get("required", [])
-        ]
+        required = required_from_record(record)
         ok, why = promotable(args.run, required)
         session.echo(f"decision: {record['decision']} — {why}")
         if required:
