@@ -187,3 +187,18 @@ def test_a_run_stays_verifiable_after_the_key_files_move(project: Project) -> No
     status = project.run("status", "out")
     assert status.exit_code == 0, status.output
     assert "promotable: yes" in status.stdout
+
+
+def test_the_bundled_report_shows_the_signatures_at_bundling_time(project: Project) -> None:
+    import zipfile
+
+    _hold_project(project)
+    assert project.run("approve", "out", "--key", "keys/qa.key", "--signer", "Quinn QA",
+                       "--meaning", "approval", "--role", "qa-lead").exit_code == 0
+    stale = (project.path / "out/report.html").read_text(encoding="utf-8")
+    assert "Quinn QA" not in stale  # rendered at check time, before anyone signed
+    assert project.run("evidence", "out", "--out", "bundle.zip").exit_code == 0
+    with zipfile.ZipFile(project.path / "bundle.zip") as zf:
+        bundled = zf.read("run/report.html").decode("utf-8")
+    assert "Quinn QA" in bundled and "No signature yet" not in bundled
+    assert project.run("evidence", "verify", "bundle.zip").exit_code == 0

@@ -153,8 +153,12 @@ def _audit_section(col: _Collector, record: dict[str, Any], audit_log: Path | No
     return section
 
 
-def build_bundle(run_dir: Path, out: Path, *, project_root: Path, audit_log: Path | None) -> Bundle:
+def build_bundle(run_dir: Path, out: Path, *, project_root: Path, audit_log: Path | None,
+                 rendered: dict[str, bytes] | None = None) -> Bundle:
     """Write the evidence zip for ``run_dir`` to ``out`` and return its manifest.
+
+    ``rendered`` replaces run files by name with fresh renderings (the command re-renders
+    ``report.html`` with the signatures and audit state at bundling time).
 
     :raises UsageError: not a run directory, or a file the record names is missing or changed.
     """
@@ -171,13 +175,19 @@ def build_bundle(run_dir: Path, out: Path, *, project_root: Path, audit_log: Pat
     for path in _run_files(run_dir):
         if out.exists() and path.resolve() == out.resolve():
             continue
-        col.add("run/" + path.relative_to(run_dir).as_posix(), path.read_bytes(), _run_role(path.name))
+        name = path.relative_to(run_dir).as_posix()
+        col.add("run/" + name, (rendered or {}).get(name) or path.read_bytes(), _run_role(path.name))
     if record.get("kind") == "check":
         policy = record["policy"]
         col.add_file(col.resolve(policy["path"]), "policy", sha256=policy["sha256"], what="policy file")
         for required in (record.get("approvals") or {}).get("required") or []:
-            for key in required.get("public_keys") or []:
-                col.add_file(col.resolve(key), f"public key of role {required['role']}", what="public key")
+            pems = required.get("public_key_pems") or []
+            for i, key in enumerate(required.get("public_keys") or []):
+                if i < len(pems) and not col.resolve(key).is_file():  # moved: the record keeps the key
+                    col.add(f"keys/{required['role']}-{i + 1}.pub", pems[i].encode("ascii"),
+                            f"public key of role {required['role']} (as the decision record keeps it)")
+                else:
+                    col.add_file(col.resolve(key), f"public key of role {required['role']}", what="public key")
     _add_suites(col, record)
     audit = _audit_section(col, record, audit_log)
     members = [col.members[name] for name in sorted(col.members)]

@@ -41,6 +41,7 @@ class ReportCommand(Command):
 
     def run(self, args: argparse.Namespace, session: Session) -> int:
         from gatekeeper.engine.session import read_record
+        from gatekeeper.gate import integrity
         from gatekeeper.gate.attestations import with_attestations
         from gatekeeper.reports.browser import require_chromium
         from gatekeeper.reports.common import missing_fields
@@ -63,12 +64,22 @@ class ReportCommand(Command):
             formats.append("html")
         run_dir = _run_dir(args.run)
         out = args.out or run_dir
-        enriched = with_attestations(record, run_dir=run_dir, audit_log=_audit_log(session))
+        verdict = integrity.check_record(record, _audit_log(session))
+        tampered = verdict.status in (integrity.TAMPERED, integrity.UNRECORDED, integrity.TRAIL_BROKEN)
+        shown = integrity.marked_tampered(record, verdict.detail) if tampered else record
+        if tampered:  # never write the edited record back as if it were the check's own
+            formats = [name for name in formats if name != "json"]
+        enriched = with_attestations(shown, run_dir=run_dir, audit_log=_audit_log(session))
         written = session.write_reports(enriched, out, formats)
         if chromium:
             written.append(self._pdf(enriched, out, chromium))
         session.echo(f"re-rendered {record.get('kind')} {record.get('run_id')} "
-                     f"({record.get('decision', 'run')}): " + ", ".join(str(p) for p in written))
+                     f"({shown.get('decision', 'run')}): " + ", ".join(str(p) for p in written))
+        if tampered:
+            raise integrity.RecordTampered(f"TAMPERED: {verdict.detail}; the reports were re-rendered marked TAMPERED",
+                                 file=str(args.run))
+        if verdict.status == integrity.NO_TRAIL:
+            session.echo(f"warning: {verdict.detail}")
         return 0
 
     @staticmethod
@@ -119,11 +130,20 @@ class EvidenceCommand(Command):
         from gatekeeper.gate.approvals import record_hash
         from gatekeeper.gate.audit import AuditLog
         from gatekeeper.gate.evidence import build_bundle
+        from gatekeeper.gate.integrity import require_intact
 
         record = read_record(run_dir)
         target = out or Path(f"evidence-{record.get('run_id', run_dir.name)}.zip")
         audit_log = _audit_log(session)
-        bundle = build_bundle(run_dir, target, project_root=session.config.root, audit_log=audit_log)
+        require_intact(record, audit_log, where=run_dir)
+        # The bundled report shows the state at bundling time (signatures, audit head), not the
+        # state when the check first rendered it.
+        from gatekeeper.gate.attestations import with_attestations
+        from gatekeeper.reports.html import render_html
+
+        current = render_html(with_attestations(record, run_dir=run_dir, audit_log=audit_log))
+        bundle = build_bundle(run_dir, target, project_root=session.config.root, audit_log=audit_log,
+                              rendered={"report.html": current.encode("utf-8")})
         refs = {"manifest": bundle.manifest_sha256}
         if record.get("kind") == "check":
             refs["decision"] = record_hash(record)
@@ -141,12 +161,18 @@ class EvidenceCommand(Command):
     def _verify(path: Path, expect: str | None, session: Any, *, as_json: bool = False) -> int:
         import json
 
-        from gatekeeper.gate.evidence import find_in_audit, verify_bundle
+        from gatekeeper.gate.evidence import bundled_record_check, find_in_audit, verify_bundle
+        from gatekeeper.gate.integrity import TAMPERED, UNRECORDED
 
         result = verify_bundle(path)
         expected_ok = expect is None or expect.strip().lower() == result.manifest_sha256
         noted = find_in_audit(_audit_log(session), result.manifest_sha256)
-        ok = result.ok and expected_ok
+        vouched = bundled_record_check(path, result, _audit_log(session))
+        if vouched is not None and (vouched.status == TAMPERED or (vouched.status == UNRECORDED and noted)):
+            result.problems.append(f"run/decision.json: {vouched.detail}")
+        elif vouched is not None and not vouched.ok:
+            session.echo(f"  note: this project's audit trail cannot confirm the decision: {vouched.detail}")
+        ok = result.ok and expected_ok and not result.problems
         if as_json:
             session.echo(json.dumps({
                 "ok": ok, "bundle": str(path), "manifest_sha256": result.manifest_sha256,
