@@ -202,3 +202,27 @@ def test_the_bundled_report_shows_the_signatures_at_bundling_time(project: Proje
         bundled = zf.read("run/report.html").decode("utf-8")
     assert "Quinn QA" in bundled and "No signature yet" not in bundled
     assert project.run("evidence", "verify", "bundle.zip").exit_code == 0
+
+
+def test_the_bundled_loop_policy_has_absolute_floors_and_blocks_a_diverged_run(project: Project) -> None:
+    # A candidate as bad as the one the loop once promoted (facts 0.09, hallucinations 0.61)
+    # fails the floors even when it is no worse than a bad baseline.
+    from pathlib import Path
+
+    from gatekeeper.gate.policy import load_policy
+
+    loop = load_policy(Path(__file__).resolve().parents[1] / "policies/support-assistant-loop.yaml")
+    floors = {m.name: m.guardrail for m in loop.performance_evaluation.metrics if m.guardrail is not None}
+    assert set(floors) >= {"facts", "grounding"}
+    assert loop.gate.scope.block_training_divergence is True
+
+    bounded(project)
+    policy = (project.path / "policy.yaml").read_text(encoding="utf-8")
+    project.write("policy.yaml", policy + "gate: {scope: {block_training_divergence: true}}\n")
+    project.write("cand/provenance.json", json.dumps({
+        "modification": "M1", "base_model": {"name": "smollm2"}, "adapter": {"rank": 8},
+        "training": {"loss_first": 1.53, "loss_last": 2.02, "losses": [1.53, 1.7, 2.02]}}))
+    result = run_paired_check(project, "cand/answers")
+    assert result.exit_code == 1, result.output
+    assert "training loss rose from 1.530 to 2.020" in result.output
+    assert any("gate.scope.block_training_divergence" in d for d in result.record["scope"]["deviations"])

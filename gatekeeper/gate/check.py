@@ -11,7 +11,13 @@ from typing import Any
 
 from gatekeeper.gate import outdir
 from gatekeeper.gate.integrity import ANCHOR_KEY
-from gatekeeper.gate.provenance import claims_as_dicts, find_provenance, scope_summary, verify_claims
+from gatekeeper.gate.provenance import (
+    claims_as_dicts,
+    find_provenance,
+    scope_summary,
+    training_warning,
+    verify_claims,
+)
 from gatekeeper.kinds import Model
 from gatekeeper.types import UsageError
 
@@ -104,6 +110,9 @@ def run_check(
     }
     claims = verify_claims(provenance_record, models["candidate"].identity, config) if provenance_record else []
     scope.deviations.extend(f"provenance.{c.field}: {c.detail}" for c in claims if c.status == "mismatch")
+    diverged = training_warning(provenance_record)
+    if diverged and policy.gate.scope.block_training_divergence:
+        scope.deviations.append(f"gate.scope.block_training_divergence: {diverged}")
     specs = {"candidate": str(candidate), "baseline": str(baseline)}
     run_id = new_run_id()
     outdir.begin(out, run_id, _report_names(session, formats))
@@ -138,7 +147,9 @@ def run_check(
             "modification": scope.modification_id, "deviations": scope.deviations,
             "provenance": provenance_record, "provenance_file": provenance_path,
             "checked": provenance_record is not None, "claims": claims_as_dicts(claims),
-            "summary": scope_summary(provenance_record is not None, claims, provenance_path),
+            "summary": scope_summary(provenance_record is not None, claims, provenance_path)
+            + (f"; WARNING: {diverged}" if diverged else ""),
+            "training_warning": diverged,
         },
         "test_sets": {s.name: {"sha256": s.hash, "datasets": s.datasets,
                                "previous_uses": reuse_counts.get(s.name, 0)} for s in suites},

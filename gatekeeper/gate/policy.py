@@ -515,6 +515,9 @@ class ScopeRules(_Section):
     require_provenance: bool | None = None
     """A candidate without provenance is a scope deviation. ``None`` (the default): required
     whenever a modification declares bounds, which cannot be checked without it."""
+    block_training_divergence: bool = False
+    """A tuner's training report whose loss ended higher than it began (divergence) is always
+    shown in the check; with ``true`` it is a scope deviation (REJECT)."""
 
 
 class SliceRules(_Section):

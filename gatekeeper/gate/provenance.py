@@ -121,6 +121,20 @@ def verify_claims(provenance: Mapping[str, Any], candidate: ModelIdentity, confi
     return claims
 
 
+def training_warning(provenance: Mapping[str, Any] | None) -> str | None:
+    """What the tuner's training report says against the candidate: a loss that ended higher
+    than it began (``training.loss_first`` / ``loss_last``, or the ``losses`` curve)."""
+    training = (provenance or {}).get("training")
+    if not isinstance(training, Mapping):
+        return None
+    losses = [x for x in training.get("losses") or [] if isinstance(x, int | float)]
+    first = training.get("loss_first", losses[0] if losses else None)
+    last = training.get("loss_last", losses[-1] if losses else None)
+    if isinstance(first, int | float) and isinstance(last, int | float) and last > first:
+        return f"training loss rose from {first:.3f} to {last:.3f} (the tuner's training report): the run diverged"
+    return None
+
+
 def scope_summary(checked: bool, claims: list[Claim], path: str | None) -> str:
     """One line for consoles and reports: whether the scope was checked and on what evidence."""
     if not checked:
