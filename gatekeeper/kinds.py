@@ -282,9 +282,16 @@ class Tuner:
     ``tune`` writes the new model (or adapter) to ``out`` and returns its provenance:
     base model digest, data hash and rows, data sources, hyperparameters, seed, versions.
     ``bounds`` is the policy's ``retraining`` section, when a policy is given.
+
+    ``modification`` is the change type the tuner makes (a policy ``modifications[].type``):
+    ``gatekeeper tune --policy`` refuses a tuner whose type the policy does not allow before
+    ``tune`` is called. ``session`` is set by ``gatekeeper tune`` before ``tune`` runs, for
+    tuners that load suites or run models through the runner (``grpo``, ``distill``).
     """
 
     name: ClassVar[str]
+    modification: ClassVar[str | None] = None
+    session: Session | None = None
 
     def tune(
         self,
@@ -487,9 +494,11 @@ class Registries:
     deploy_targets: Registry[DeployTarget]
     reporters: Registry[Reporter]
     commands: Registry[Command]
+    engines: Registry[Engine]
 
     KEYS: ClassVar[tuple[str, ...]] = (
         "models", "evaluators", "detectors", "signal_sources", "tuners", "deploy_targets", "reporters", "commands",
+        "engines",
     )
 
     def __getitem__(self, key: str) -> Registry[Any]:
@@ -555,8 +564,19 @@ class Session(Protocol):
     def run(
         self, models: dict[str, Model], suites: Sequence[Suite], *, run_id: str, specs: dict[str, str],
         progress: bool = True, extra: dict[str, Any] | None = None, close_models: bool = True,
+        engine: bool = True,
     ) -> tuple[list[CaseResult], RunStats]:
-        """Run ``models`` on the cases of ``suites`` through the runner (cache, retries, limits)."""
+        """Run ``models`` on the cases of ``suites`` through the runner (cache, retries, limits);
+        on the session's engine (``--engine``) unless ``engine=False``."""
+        ...
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine chosen with ``--engine`` (:meth:`use_engine`), or None: in process."""
+        ...
+
+    def use_engine(self, name: str | None) -> None:
+        """Send data-sized work to the engine plugin ``name`` from now on (None: stay in process)."""
         ...
 
     def close_models(self) -> None: ...
@@ -566,3 +586,62 @@ class Session(Protocol):
     ) -> list[Path]:
         """Write every registered report format (or ``formats``) into ``out_dir``."""
         ...
+
+
+# --------------------------------------------------------------------------- engines
+
+
+class Engine:
+    """Where gatekeeper's data-sized work runs when a command gets ``--engine NAME``
+    (``run``, ``check``, ``signals summarize``, ``classify label``): a cluster engine such as
+    gatekeeper-spark's ``spark``. Without ``--engine`` the work runs in the gatekeeper
+    process (Polars, the asyncio runner) and no engine is involved.
+
+    The core hands an engine plain work and takes plain answers back, so records, gates and
+    reports do not depend on the engine. An engine implements what it supports; the
+    others raise a UsageError naming the engine and what it cannot do.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def _unsupported(self, what: str) -> UsageError:
+        return UsageError(f"engine {self.name!r} cannot {what}", field="--engine")
+
+    def map_cases(self, work: Callable[[list[str], float], list[dict[str, Any]]],
+                  keys: Sequence[str]) -> list[dict[str, Any]]:
+        """Call ``work(part, share)`` once per partition of ``keys`` (anywhere: executors)
+        and return the rows all calls returned, each successful partition's exactly once.
+        ``work`` is picklable; ``share`` is the partition's fraction of the run's rate budget
+        (1 / partitions running at once). Each row is ``{"key": str, "payload": bytes}``."""
+        raise self._unsupported("run cases")
+
+    def count_signals(self, location: str, filters: Any, by: Sequence[str]) -> tuple[Any, Any]:
+        """The summary's finest cells for ``location`` after ``filters`` (a
+        :class:`gatekeeper.signals.records.SignalFilter`): two Polars DataFrames, ``cells``
+        (model, model_version, ``by``..., feedback_verdict, n, rating_n, rating_sum,
+        rating_sq, invalid_rating, invalid_time) and ``flagged`` (model, model_version,
+        ``by``..., flags, k), as :func:`gatekeeper.signals.summary.count_cells` computes them."""
+        raise self._unsupported("summarize signals")
+
+    def signal_columns(self, location: str) -> list[str]:
+        """The flat-layout columns of the signals at ``location``."""
+        raise self._unsupported("read signal tables")
+
+    def sample_signals(self, location: str, filters: Any, *, size: int, strata: Sequence[str],
+                       columns: Sequence[str], seed: int,
+                       quota: Callable[[dict[tuple[Any, ...], int]], dict[tuple[Any, ...], int]]) -> Any:
+        """A stratified sample as a Polars DataFrame with ``columns``: ``quota(counts)`` maps
+        each stratum's row count to the rows to take; take the rows of lowest hash of
+        (``seed``, id) in each stratum."""
+        raise self._unsupported("sample signals")
+
+    def label_table(self, location: str, filters: Any, labeller: Any, out: str) -> dict[str, Any]:
+        """Apply ``labeller`` (picklable: ``input_columns``, ``output_schema()``,
+        ``label_pandas(frame)``, ``batch_size``, ``tasks``) to every row and write ``out``
+        (never leaving a partial table that looks complete). Returns ``{"rows", "counts":
+        {task: {model_version: {label: n}}}, "out", "format"}``."""
+        raise self._unsupported("label tables")

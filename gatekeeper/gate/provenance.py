@@ -121,17 +121,29 @@ def verify_claims(provenance: Mapping[str, Any], candidate: ModelIdentity, confi
     return claims
 
 
+DIVERGENCE_RISE = 0.10
+"""How much higher the end of a training run's loss curve must be than its start (10 %) to
+count as divergence; smaller moves between a few noisy batches are not."""
+
+
 def training_warning(provenance: Mapping[str, Any] | None) -> str | None:
-    """What the tuner's training report says against the candidate: a loss that ended higher
-    than it began (``training.loss_first`` / ``loss_last``, or the ``losses`` curve)."""
+    """What the tuner's training report says against the candidate: a loss curve whose last
+    third averages more than :data:`DIVERGENCE_RISE` above its first third (``training.losses``;
+    or ``loss_first`` / ``loss_last`` when no curve was kept)."""
     training = (provenance or {}).get("training")
     if not isinstance(training, Mapping):
         return None
-    losses = [x for x in training.get("losses") or [] if isinstance(x, int | float)]
-    first = training.get("loss_first", losses[0] if losses else None)
-    last = training.get("loss_last", losses[-1] if losses else None)
-    if isinstance(first, int | float) and isinstance(last, int | float) and last > first:
-        return f"training loss rose from {first:.3f} to {last:.3f} (the tuner's training report): the run diverged"
+    losses = [float(x) for x in training.get("losses") or [] if isinstance(x, int | float)]
+    if len(losses) >= 2:
+        k = max(1, len(losses) // 3)
+        first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    else:
+        first, last = training.get("loss_first"), training.get("loss_last")
+    if not (isinstance(first, int | float) and isinstance(last, int | float)) or first <= 0:
+        return None
+    if last > first * (1 + DIVERGENCE_RISE):
+        return (f"training loss rose from {first:.3f} to {last:.3f} (the tuner's training report; more than "
+                f"{DIVERGENCE_RISE:.0%} up): the run diverged")
     return None
 
 

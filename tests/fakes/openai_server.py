@@ -48,6 +48,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.openai_finetuning import FineTuningRoutes
+
 Reply = str | dict[str, Any]
 Responder = Callable[[dict[str, Any]], Reply]
 
@@ -109,7 +111,7 @@ class TokenBucket:
         return (1.0 - self.tokens) / self.rate
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(FineTuningRoutes):
     """See the module docstring. All times are in seconds."""
 
     def __init__(
@@ -128,6 +130,7 @@ class FakeOpenAIServer:
         batch_polls_per_stage: int = 1,
         hold_batches: bool = False,
         model: str = "gpt-fake",
+        limit_header_window_s: float = 60.0,
     ) -> None:
         self.latency_s = latency_s
         self.rate_limit_rps = rate_limit_rps
@@ -140,6 +143,9 @@ class FakeOpenAIServer:
         self.batch_polls_per_stage = batch_polls_per_stage
         self.hold_batches = hold_batches
         self.model = model
+        self.limit_header_window_s = limit_header_window_s
+        """The window ``x-ratelimit-limit-requests`` counts in: 60 (per minute, as OpenAI's),
+        or 1 to imitate a server that announces its per-second limit there."""
         self._bucket = (
             TokenBucket(rate_limit_rps, burst if burst is not None else max(1.0, rate_limit_rps))
             if rate_limit_rps else None
@@ -242,6 +248,7 @@ class FakeOpenAIServer:
         app.router.add_get("/v1/batches/{batch_id}", self._get_batch)
         app.router.add_post("/v1/batches/{batch_id}/cancel", self._cancel_batch)
         app.router.add_get("/v1/models", self._models)
+        self.add_finetuning_routes(app)  # tests/fakes/openai_finetuning.py
         app.router.add_get("/_fake/counters", self._counters)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
         await self._runner.setup()
@@ -292,11 +299,13 @@ class FakeOpenAIServer:
     def _rate_headers(self) -> dict[str, str]:
         if self._bucket is None:
             return {}
-        per_minute = int(self._bucket.rate * 60)
+        per_window = int(self._bucket.rate * self.limit_header_window_s)
+        used = self._bucket.capacity - self._bucket.tokens
         return {
-            "x-ratelimit-limit-requests": str(per_minute),
-            "x-ratelimit-remaining-requests": str(max(0, int(self._bucket.tokens))),
-            "x-ratelimit-reset-requests": f"{1.0 / self._bucket.rate:.3f}s",
+            "x-ratelimit-limit-requests": str(per_window),
+            # As OpenAI's: what is left of the announced limit, and the time until it is full again.
+            "x-ratelimit-remaining-requests": str(max(0, per_window - int(used))),
+            "x-ratelimit-reset-requests": f"{used / self._bucket.rate:.3f}s",
         }
 
     def _too_many(self, wait: float, message: str, *, retry_after: float | None = None) -> web.Response:

@@ -33,7 +33,7 @@ class TuneCommand(Command):
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--tuner", required=True, help="tuner name (see gatekeeper plugins)")
         parser.add_argument("--base", required=True, help="base model spec, e.g. hf:smollm2")
-        parser.add_argument("--data", required=True, type=Path, help="training data (JSONL)")
+        parser.add_argument("--data", required=True, type=Path, help="training data (JSONL; grpo and distill: a suite)")
         parser.add_argument("--out", required=True, type=Path, help="output directory")
         parser.add_argument("--policy", type=Path, help="bound hyperparameters by this policy's retraining section")
         parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -49,13 +49,24 @@ class TuneCommand(Command):
 
             policy = load_policy(args.policy)
             bounds = policy.retraining.hyperparameters.model_dump(exclude_none=True)
-        if not args.data.is_file():
+            kind = tuner_cls.modification
+            allowed = [m.type for m in policy.modifications]
+            if kind is not None and kind not in allowed:
+                # A change of tuner kind is a different modification: refused before any training.
+                raise UsageError(
+                    f"the {args.tuner} tuner makes a {kind!r} change, which the policy does not allow "
+                    f"(its modifications: {', '.join(f'{m.id} ({m.type})' for m in policy.modifications)})",
+                    file=str(args.policy), field="modifications",
+                )
+        if not args.data.exists():  # a file, or a directory of suites (distill's prompt set)
             raise UsageError("training data not found", file=str(args.data), field="--data")
         from gatekeeper.signals.curation import dataset_provenance, merge_dataset_provenance
 
         data_card = dataset_provenance(args.data)  # built from signals: its manifest vouches for it
         try:
-            provenance = tuner_cls().tune(
+            tuner = tuner_cls()
+            tuner.session = session
+            provenance = tuner.tune(
                 ModelSpec.parse(args.base), args.data, args.out, parse_params(args.param),
                 session.config, bounds,
             )

@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 MANIFEST_VERSION = 1
-VERSIONED_LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "gatekeeper-hf")
+VERSIONED_LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "llm-gatekeeper-hf")
 
 
 class LoraParams(Params):

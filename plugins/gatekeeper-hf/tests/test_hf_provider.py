@@ -192,7 +192,7 @@ def test_the_plugin_registers_through_its_entry_point() -> None:
         )
     assert registered == {
         "models": ["hf"],
-        "tuners": ["lora", "dpo"],
+        "tuners": ["lora", "dpo", "grpo", "distill"],
         "evaluators": ["semantic_similarity"],
         "detectors": ["embedding_grounding", "self_consistency"],
     }

@@ -67,7 +67,7 @@ def test_lora_provenance_records_base_data_and_adapter(
     assert provenance["seed"] == 7
     assert provenance["hyperparameters"]["learning_rate"] == 0.02
     assert set(provenance["versions"]) == {"torch", "transformers", "peft", "trl", "datasets", "accelerate",
-                                           "gatekeeper-hf"}
+                                           "llm-gatekeeper-hf"}
     assert provenance["manifest_version"] == 1
     assert provenance["training"]["trainer"] == "trl"
     assert provenance["training"]["tokens_per_s"] > 0

@@ -1,0 +1,1 @@
+"""Built-in tuners: hook implementations that make candidate models (``gatekeeper tune``)."""
