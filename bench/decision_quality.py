@@ -38,6 +38,7 @@ I/O) and checks, rep by rep, that they agree with the real command.
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import shutil
@@ -447,21 +448,386 @@ def timing(cells: dict[tuple[int, float], Cell], sizes: tuple[int, ...], jobs: i
     return lines
 
 
+# --------------------------------------------------------------------------- the simulation study
+#
+# Designs beyond one binary metric over independent cases: other baselines, clusters, small
+# samples, skewed continuous scores, slices and many critical metrics. Each dataset goes
+# through the gate's decision functions (``decision.evaluate_metrics`` and ``decision.decide``
+# with a loaded policy: what ``gatekeeper check`` calls after scoring); a sample of the binary
+# datasets also goes through the real CLI to show that the two agree.
+
+STUDY_ALPHA = 0.05
+STUDY_POWER = 0.8
+
+
+@dataclass(frozen=True)
+class Design:
+    """One simulated situation. ``n`` is the number of cases of the 'at the margin' runs."""
+
+    name: str
+    kind: str  # "binary" or "rouge"
+    n: int
+    margin: float
+    base_acc: float = 0.80
+    discordance: float = 0.12
+    icc: float | None = None
+    cluster_size: int = 10
+    slices: int = 0
+    metrics: int = 1
+    method: str = "auto"
+    reps: int = 2000
+    plan: bool = True
+    """False: only the 'at the margin' property (a fixed-n design such as small n)."""
+
+    @property
+    def binary(self) -> bool:
+        return self.kind == "binary"
+
+
+DESIGNS: tuple[Design, ...] = (
+    Design("binary, baseline 0.80, 12% discordant", "binary", 500, 0.03),
+    Design("binary, baseline 0.55, 30% discordant", "binary", 500, 0.05, base_acc=0.55, discordance=0.30),
+    Design("clustered binary, ICC 0.1 (50 x 10)", "binary", 500, 0.05, discordance=0.30, icc=0.1, reps=1000),
+    Design("clustered binary, ICC 0.3 (50 x 10)", "binary", 500, 0.05, discordance=0.30, icc=0.3, reps=1000),
+    Design("clustered binary, ICC 0.3, policy says tango", "binary", 500, 0.05, discordance=0.30, icc=0.3,
+           method="tango", reps=1000),
+    Design("small n = 20, binary", "binary", 20, 0.05, base_acc=0.55, discordance=0.30, plan=False),
+    Design("small n = 30, binary", "binary", 30, 0.05, base_acc=0.55, discordance=0.30, plan=False),
+    Design("small n = 50, binary", "binary", 50, 0.05, base_acc=0.55, discordance=0.30, plan=False),
+    Design("small n = 20, binary, policy says bootstrap_bca", "binary", 20, 0.05, base_acc=0.55,
+           discordance=0.30, method="bootstrap_bca", reps=1000, plan=False),
+    Design("small n = 20, ROUGE-like", "rouge", 20, 0.03, reps=400, plan=False),
+    Design("small n = 50, ROUGE-like", "rouge", 50, 0.03, reps=400, plan=False),
+    Design("ROUGE-like, n = 200", "rouge", 200, 0.03, reps=400),
+    Design("ROUGE-like, n = 1000", "rouge", 1000, 0.03, reps=200),
+    Design("6 critical slices of 100, one at the margin", "binary", 600, 0.05, base_acc=0.55, discordance=0.30,
+           slices=6, reps=300),
+    Design("10 critical metrics, one at the margin", "binary", 1000, 0.03, metrics=10, reps=200),
+)
+
+
+def rouge_like(n: int, shift: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Skewed scores in [0, 1] with many exact 0s and 1s, as ROUGE-L has on short answers.
+
+    Baseline: 20 % exactly 0, 15 % exactly 1, the rest Beta(2, 2.5). The candidate gives the
+    same answer on 40 % of cases (difference exactly 0) and otherwise the baseline's score
+    plus N(shift, 0.25), clipped to [0, 1] (more exact 0s and 1s).
+    """
+    u = rng.random(n)
+    base = np.where(u < 0.20, 0.0, np.where(u < 0.35, 1.0, rng.beta(2.0, 2.5, n)))
+    changed = rng.random(n) < 0.6
+    cand = np.where(changed, np.clip(base + rng.normal(shift, 0.25, n), 0.0, 1.0), base)
+    return base, cand
+
+
+_SHIFTS: dict[float, float] = {}
+
+
+def rouge_shift(delta: float) -> float:
+    """The shift whose true mean difference is ``delta`` (clipping bends it), to 1e-4."""
+    if delta not in _SHIFTS:
+        from scipy import optimize
+
+        def mean_delta(shift: float) -> float:
+            base, cand = rouge_like(2_000_000, shift, np.random.default_rng(12345))
+            return float((cand - base).mean()) - delta
+
+        _SHIFTS[delta] = float(optimize.brentq(mean_delta, -0.5, 0.5, xtol=1e-5))
+    return _SHIFTS[delta]
+
+
+def binary_pairs(n: int, d: Design, delta: float, rng: np.random.Generator,
+                 clusters: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Paired 0/1 outcomes; with clusters each cluster draws its own cell probabilities.
+
+    The four cells (both right, baseline only, candidate only, both wrong) have the mean
+    probabilities of :func:`cell_probabilities`; a cluster's probabilities are
+    Dirichlet(kappa * p) with kappa = 1/ICC - 1, which makes the intra-cluster correlation
+    of the per-case difference exactly ICC (Var_g(p_c - p_b) = Var(d) / (kappa + 1)) while
+    the true difference stays delta.
+    """
+    probs = cell_probabilities(d.base_acc, d.discordance, delta)
+    if clusters is None or d.icc is None:
+        kind = rng.choice(4, size=n, p=probs)
+    else:
+        n_clusters = int(clusters.max()) + 1
+        kappa = 1.0 / d.icc - 1.0
+        per_cluster = rng.dirichlet(kappa * probs, size=n_clusters)
+        cumulative = per_cluster.cumsum(axis=1)[clusters]
+        kind = (rng.random(n)[:, None] > cumulative).sum(axis=1).clip(0, 3)
+    return np.isin(kind, (0, 1)).astype(float), np.isin(kind, (0, 2)).astype(float)
+
+
+def cell_probabilities(base_acc: float, discordance: float, delta: float) -> np.ndarray:
+    cand_only, base_only = (discordance + delta) / 2, (discordance - delta) / 2
+    both_right = base_acc - base_only
+    probs = np.array([both_right, base_only, cand_only, 1 - both_right - base_only - cand_only])
+    if (probs < 0).any():
+        raise ValueError(f"delta {delta} does not fit baseline {base_acc} and {discordance} discordant")
+    return probs
+
+
+@dataclass
+class Dataset:
+    """Per-case scores of every metric for both models, with clusters and slices."""
+
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]
+    clusters: np.ndarray | None
+    slices: np.ndarray | None
+
+    @property
+    def n(self) -> int:
+        return len(next(iter(self.scores.values()))[0])
+
+
+def simulate(d: Design, n: int, at_margin: bool, rng: np.random.Generator) -> Dataset:
+    """One dataset: at the margin (one metric or one slice at -margin, the rest equal) or equal."""
+    clusters = np.repeat(np.arange(math.ceil(n / d.cluster_size)), d.cluster_size)[:n] if d.icc else None
+    slices = np.arange(n) % d.slices if d.slices else None
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for j in range(d.metrics):
+        delta = -d.margin if at_margin and j == 0 else 0.0
+        if d.kind == "rouge":
+            scores[f"m{j}"] = rouge_like(n, rouge_shift(delta), rng)
+        elif slices is not None:
+            base, cand = np.empty(n), np.empty(n)
+            for s in range(d.slices):
+                where = slices == s
+                slice_delta = -d.margin if at_margin and s == 0 else 0.0
+                base[where], cand[where] = binary_pairs(int(where.sum()), d, slice_delta, rng, None)
+            scores[f"m{j}"] = (base, cand)
+        else:
+            scores[f"m{j}"] = binary_pairs(n, d, delta, rng, clusters)
+    return Dataset(scores, clusters, slices)
+
+
+def study_policy(d: Design) -> str:
+    metrics = "\n".join(
+        f"    - {{name: m{j}, metric: m{j}, direction: higher, hypothesis: non_inferiority, margin: {d.margin}, "
+        f"alpha: {STUDY_ALPHA}, power: {STUDY_POWER}, ci_method: {d.method}, critical: true"
+        + (", slices: [topic], min_slice_n: 10" if d.slices else "") + "}"
+        for j in range(d.metrics)
+    )
+    names = ", ".join(f"m{j}" for j in range(d.metrics))
+    return f"""
+metadata: {{id: decision-study, title: Decision study, version: "1", effective_date: 2026-01-01, owner: bench}}
+modifications:
+  - {{id: M1, type: lora_adapter_retrain, description: retrain, authorization: automatic, evaluation: [{names}]}}
+performance_evaluation:
+  suites: [simulated]
+  metrics:
+{metrics}
+impact_assessment:
+  intended_use: benchmark
+  risks: [{{id: R1, description: regressions, mitigation: gate, metrics: [{names}]}}]
+traceability:
+  - {{modification: M1, evaluations: [{names}], rationale: the retrain may change every metric}}
+"""
+
+
+class StudyGate:
+    """The gate's decision functions with one design's policy, loaded like ``check`` loads it."""
+
+    def __init__(self, d: Design, root: Path) -> None:
+        from gatekeeper.gate.policy import check_scope, load_policy
+
+        path = root / f"policy-{abs(hash(d.name))}.yaml"
+        path.write_text(study_policy(d), encoding="utf-8")
+        self.policy = load_policy(path)
+        self.scope = check_scope(self.policy, None)
+
+    def decide(self, data: Dataset) -> tuple[str, dict[str, Any] | None]:
+        """The decision and the gate's power plan (None when it has none)."""
+        from gatekeeper.gate.decision import GateInputs, decide, evaluate_metrics, gate_power_plan
+
+        keys = [f"c{i:05d}" for i in range(data.n)]
+        case_index = {
+            key: {"suite": "simulated",
+                  "cluster": None if data.clusters is None else f"doc{data.clusters[i]}",
+                  "slices": {} if data.slices is None else {"topic": f"t{data.slices[i]}"}}
+            for i, key in enumerate(keys)
+        }
+        rows = [
+            {"key": key, "model": model,
+             "scores": {m: {"status": "ok", "value": float(pair[side][i]), "passed": None}
+                        for m, pair in data.scores.items()}}
+            for side, model in ((0, "baseline"), (1, "candidate")) for i, key in enumerate(keys)
+        ]
+        metrics = evaluate_metrics(self.policy, rows, case_index)
+        decision, _ = decide(self.policy, metrics, GateInputs(scope=self.scope))
+        return decision, gate_power_plan(self.policy, metrics)
+
+
+_study: dict[str, Any] = {}
+
+
+def _study_gate(d: Design) -> StudyGate:
+    gates: dict[str, StudyGate] = _study.setdefault("gates", {})
+    if d.name not in gates:
+        gates[d.name] = StudyGate(d, Path(_study.setdefault("root", tempfile.mkdtemp(prefix="study-"))))
+    return gates[d.name]
+
+
+def study_chunk(task: tuple[int, int, bool, int, int, int]) -> tuple[int, bool, int, Counter[str], list[int]]:
+    """``count`` datasets of one design at ``n`` through the decision functions."""
+    index, n, at_margin, first, count, seed = task
+    d = DESIGNS_BY_INDEX[index]
+    gate = _study_gate(d)
+    tally: Counter[str] = Counter()
+    plans: list[int] = []
+    for rep in range(first, first + count):
+        rng = np.random.default_rng([seed, 7, index, n, int(at_margin), rep])
+        decision, plan = gate.decide(simulate(d, n, at_margin, rng))
+        tally[decision] += 1
+        if plan is not None:
+            plans.append(int(plan["n_needed"]))
+    return index, at_margin, n, tally, plans
+
+
+DESIGNS_BY_INDEX: dict[int, Design] = dict(enumerate(DESIGNS))
+
+
+def planned_n(d: Design, plans: list[int]) -> int:
+    """The n the power plan asks for: the median plan of the equal-model runs at the design's n,
+    rounded up to whole clusters and whole slices."""
+    n = int(statistics.median(plans))
+    step = d.cluster_size if d.icc else d.slices or 1
+    return max(math.ceil(n / step) * step, step * 2)
+
+
+def run_study(designs: dict[int, Design], pool: Any, seed: int, scale: float) -> dict[str, Any]:
+    """P(PROMOTE) at the margin at the design's n; the plan from equal-model runs; P(PROMOTE)
+    of equal models at the planned n."""
+    def tasks(index: int, n: int, at_margin: bool, reps: int) -> list[tuple[int, int, bool, int, int, int]]:
+        chunk = max(1, reps // 8)
+        return [(index, n, at_margin, first, min(chunk, reps - first), seed) for first in range(0, reps, chunk)]
+
+    results: dict[int, dict[str, Any]] = {
+        i: {"margin": Counter(), "pilot": Counter(), "equal": Counter(), "plans": []} for i in designs
+    }
+    first_round = [t for i, d in designs.items() for t in tasks(i, d.n, True, max(20, int(d.reps * scale)))]
+    first_round += [t for i, d in designs.items() if d.plan
+                    for t in tasks(i, d.n, False, max(20, int(d.reps * scale) // 4))]
+    started = time.perf_counter()
+    for done, (index, at_margin, _, tally, plans) in enumerate(pool.imap_unordered(study_chunk, first_round), 1):
+        print(f"  round 1: {done}/{len(first_round)} chunks, {time.perf_counter() - started:.0f} s",
+              file=sys.stderr, flush=True)
+        results[index]["margin" if at_margin else "pilot"] += tally
+        if not at_margin:
+            results[index]["plans"].extend(plans)
+    second_round = []
+    for i, d in designs.items():
+        if d.plan and results[i]["plans"]:
+            results[i]["planned_n"] = planned_n(d, results[i]["plans"])
+            second_round += tasks(i, results[i]["planned_n"], False, max(20, int(d.reps * scale)))
+    for done, (index, _, _, tally, _) in enumerate(pool.imap_unordered(study_chunk, second_round), 1):
+        print(f"  round 2: {done}/{len(second_round)} chunks, {time.perf_counter() - started:.0f} s",
+              file=sys.stderr, flush=True)
+        results[index]["equal"] += tally
+    return results
+
+
+def study_table(designs: dict[int, Design], results: dict[int, dict[str, Any]]) -> list[str]:
+    lines = [
+        "| design | method | n | P(PROMOTE) at the margin | P(REJECT) at the margin | planned n "
+        "| P(PROMOTE), equal models at planned n | P(REJECT), equal |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, d in designs.items():
+        r = results[i]
+        m, e = r["margin"], r["equal"]
+        reps_m, reps_e = sum(m.values()), sum(e.values())
+        equal = f"{rate(e['PROMOTE'], reps_e)} | {e['REJECT'] / reps_e:.4f}" if reps_e else "— | —"
+        lines.append(
+            f"| {d.name} | {d.method} | {d.n} | {rate(m['PROMOTE'], reps_m)} | {m['REJECT'] / reps_m:.4f} "
+            f"| {r.get('planned_n', '—')} | {equal} |"
+        )
+    return lines
+
+
+def study_properties(designs: dict[int, Design], results: dict[int, dict[str, Any]]) -> tuple[list[str], bool]:
+    """The acceptance properties, each judged against its Monte-Carlo error (95 % Clopper-Pearson)."""
+    lines, ok = ["Properties (95 % Clopper-Pearson interval of the simulated rate against the bound):"], True
+    for i, d in designs.items():
+        r = results[i]
+        k, reps = r["margin"]["PROMOTE"], sum(r["margin"].values())
+        verdict = judge_at_most(k, reps, STUDY_ALPHA)
+        ok &= verdict != "VIOLATED"
+        lines.append(f"- {d.name}: P(PROMOTE) at the margin ≤ {STUDY_ALPHA}: {rate(k, reps)} → {verdict}")
+        if d.plan:
+            e = r["equal"]
+            k, reps = e["PROMOTE"], sum(e.values())
+            if not reps:
+                lines.append(f"- {d.name}: no power plan came out of the equal-model runs → VIOLATED")
+                ok = False
+                continue
+            verdict = judge_at_least(k, reps, STUDY_POWER)
+            ok &= verdict != "VIOLATED"
+            lines.append(f"- {d.name}: P(PROMOTE) of equal models at the planned n = {r['planned_n']} "
+                         f"≥ {STUDY_POWER}: {rate(k, reps)} → {verdict}")
+    return lines, ok
+
+
+# --------------------------------------------------------------------------- CLI agreement for the study
+
+STUDY_SUITE_HEAD = """
+suite: simulated
+prompt: {messages: [{role: user, content: "{{ input }}"}]}
+dataset: cases.jsonl
+slices: [topic]
+cluster: doc
+evaluators:
+"""
+
+
+def cli_agreement(d: Design, data: Dataset, root: Path) -> tuple[str, str]:
+    """The real ``gatekeeper check`` on one binary dataset of the study, and the functions' decision.
+
+    Each metric ``mJ`` is a ``contains`` evaluator on the token ``<mJ>``: a model's output for
+    a case holds the tokens of the metrics it got right.
+    """
+    project = Project(root)
+    keys = [f"c{i:05d}" for i in range(data.n)]
+    project.write("suites/simulated.yaml", STUDY_SUITE_HEAD + "".join(
+        f"  - {{name: contains, as: {m}, field: {m}, mode: all}}\n" for m in data.scores))
+    project.write_jsonl("suites/cases.jsonl", (
+        {"id": key, "input": f"question {i}", **{m: [f"<{m}>"] for m in data.scores},
+         "topic": "all" if data.slices is None else f"t{data.slices[i]}",
+         **({} if data.clusters is None else {"doc": f"doc{data.clusters[i]}"})}
+        for i, key in enumerate(keys)))
+    for side, model in ((0, "baseline"), (1, "candidate")):
+        project.write_jsonl(f"{model}.jsonl", (
+            {"id": key, "output": "answer " + " ".join(f"<{m}>" for m, pair in data.scores.items()
+                                                       if pair[side][i] == 1.0)}
+            for i, key in enumerate(keys)))
+    project.write("policy.yaml", study_policy(d))
+    result = project.run("check", "--baseline", "replay:baseline.jsonl", "--candidate", "replay:candidate.jsonl",
+                         "--policy", "policy.yaml", "--out", "out", "--no-progress", env=ENV)
+    exists = (project.path / "out/decision.json").exists()
+    decision = project.read_json("out/decision.json")["decision"] if exists else f"exit {result.exit_code}"
+    return decision, _study_gate(d).decide(data)[0]
+
+
+def cli_sample(task: tuple[int, int, int]) -> tuple[int, str, str]:
+    index, rep, seed = task
+    d = DESIGNS_BY_INDEX[index]
+    rng = np.random.default_rng([seed, 9, index, rep])
+    data = simulate(d, d.n, rep % 2 == 0, rng)
+    root = Path(_study.setdefault("root", tempfile.mkdtemp(prefix="study-"))) / f"cli-{index}-{rep}"
+    try:
+        cli, functions = cli_agreement(d, data, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return index, cli, functions
+
+
 # --------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=50, help="real checks per (n, delta) cell (default 50)")
-    parser.add_argument("--api-reps", type=int, default=10000,
-                        help="datasets per cell through the decision functions (default 10000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=SIZES)
-    args = parser.parse_args(argv)
+def grid_main(args: argparse.Namespace) -> int:
+    """The original grid: one binary metric at n = 500 and 2000, real checks and peers' rules."""
     sizes = tuple(args.sizes)
     started = time.perf_counter()
-
     cells = {(n, d): Cell() for n in sizes for d in DELTAS}
     fast: dict[tuple[int, float], Counter[str]] = {}
     with tempfile.TemporaryDirectory(prefix="gatekeeper-decision-bench-") as root, \
@@ -478,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
             fast[(n, d)] = tally
     phases = {"checks": checks_done - started, "functions": time.perf_counter() - checks_done}
 
-    out = [f"decision_quality.py --reps {args.reps} --api-reps {args.api_reps} --seed {args.seed} "
+    out = [f"decision_quality.py --grid --reps {args.reps} --api-reps {args.api_reps} --seed {args.seed} "
            f"--jobs {args.jobs}; {os.cpu_count()} CPU cores, Python {sys.version.split()[0]}", ""]
     for n in sizes:
         rows = []
@@ -497,6 +863,55 @@ def main(argv: list[str] | None = None) -> int:
     out += timing(cells, sizes, args.jobs, phases)
     print("\n".join(out))
     return 0
+
+
+def study_main(args: argparse.Namespace) -> int:
+    """The simulation study; exit 1 when a property is violated."""
+    scale = 0.1 if args.quick else args.scale
+    designs = {i: d for i, d in DESIGNS_BY_INDEX.items() if not args.designs or any(
+        word in d.name for word in args.designs)}
+    started = time.perf_counter()
+    for d in designs.values():  # calibrate in the parent so workers inherit it
+        if d.kind == "rouge":
+            rouge_shift(-d.margin)
+            rouge_shift(0.0)
+    with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+        results = run_study(designs, pool, args.seed, scale)
+        cli_reps = 2 if args.quick else args.cli_reps
+        cli_tasks = [(i, rep, args.seed) for i, d in designs.items() if d.binary for rep in range(cli_reps)]
+        agreement = list(pool.imap_unordered(cli_sample, cli_tasks))
+    disagree = [(designs[i].name, cli, fn) for i, cli, fn in agreement if cli != fn]
+    lines = [f"decision_quality.py{' --quick' if args.quick else f' --scale {scale:g}'} --seed {args.seed} "
+             + (f"--designs {' '.join(repr(w) for w in args.designs)} " if args.designs else "") +
+             f"--jobs {args.jobs}; alpha {STUDY_ALPHA}, power {STUDY_POWER}; {os.cpu_count()} CPU cores, "
+             f"{(time.perf_counter() - started) / 60:.1f} min", "", *study_table(designs, results), ""]
+    props, ok = study_properties(designs, results)
+    lines += props
+    lines.append(f"- real `gatekeeper check` and the decision functions agree on every sampled dataset: "
+                 f"{len(agreement) - len(disagree)}/{len(agreement)} → {'holds' if not disagree else 'VIOLATED'}")
+    lines += [f"  disagreement: {name}: check {cli}, functions {fn}" for name, cli, fn in disagree]
+    ok &= not disagree
+    lines.append(f"ALL PROPERTIES {'HOLD' if ok else 'DO NOT HOLD'}")
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", action="store_true",
+                        help="the original binary grid (n = 500, 2000) with real checks and peers' rules")
+    parser.add_argument("--quick", action="store_true", help="study at a tenth of the repetitions (smoke test)")
+    parser.add_argument("--scale", type=float, default=1.0, help="study: multiply every design's repetitions")
+    parser.add_argument("--cli-reps", type=int, default=6, help="study: real checks per binary design")
+    parser.add_argument("--designs", nargs="*", default=[], help="study: only designs whose name contains a word")
+    parser.add_argument("--reps", type=int, default=50, help="grid: real checks per (n, delta) cell (default 50)")
+    parser.add_argument("--api-reps", type=int, default=10000,
+                        help="grid: datasets per cell through the decision functions (default 10000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=SIZES)
+    args = parser.parse_args(argv)
+    return grid_main(args) if args.grid else study_main(args)
 
 
 if __name__ == "__main__":

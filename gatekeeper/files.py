@@ -3,6 +3,7 @@ file behind) and a JSONL reader whose errors name file and line."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -44,16 +45,78 @@ def write_atomic(path: Path, text: str) -> None:
     fsync_directory(path.parent)
 
 
+class _RowError(ValueError):
+    """A JSON value that parses but is not data: a duplicate key, NaN or Infinity."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in row:
+            raise _RowError(f"duplicate key {key!r} (JSON would silently keep only the last)")
+        row[key] = value
+    return row
+
+
+def _no_constant(name: str) -> Any:
+    raise _RowError(f"{name} is not a number gatekeeper accepts (not valid JSON)")
+
+
+def loads_strict(text: str) -> Any:
+    """``json.loads`` that refuses duplicate keys and NaN/Infinity (ValueError), which
+    Python's parser accepts silently: a row read twice must mean one thing."""
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line, row)`` for each JSON object of a JSONL file; bad lines name file:line."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    """Yield ``(line, row)`` for each JSON object of a JSONL file; bad lines (invalid JSON,
+    duplicate keys, NaN/Infinity, not UTF-8) name file:line."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"not UTF-8 text ({exc.reason})", file=str(path), line=lineno) from None
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = loads_strict(line)
             except json.JSONDecodeError as exc:
                 raise UsageError(f"invalid JSON: {exc.msg}", file=str(path), line=lineno) from None
+            except _RowError as exc:
+                raise UsageError(str(exc), file=str(path), line=lineno) from None
+            except RecursionError:
+                raise UsageError("JSON nested too deeply", file=str(path), line=lineno) from None
             if not isinstance(row, dict):
                 raise UsageError("a row must be a JSON object", file=str(path), line=lineno)
             yield lineno, row
+
+
+def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield ``(line, row)`` of a CSV file with a header, strictly: an unterminated quote
+    (which would swallow the rest of the file into one field), a row with more or fewer
+    fields than the header, a duplicate column and text that is not UTF-8 are errors
+    naming file:line, never a silently shorter file. ``line`` is where the row starts."""
+    start = 1
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh, strict=True)
+            header: list[str] | None = None
+            for fields in reader:
+                if header is None:
+                    header = fields
+                    dupes = sorted({h for h in header if header.count(h) > 1})
+                    if dupes:
+                        raise UsageError(f"duplicate column {dupes[0]!r}", file=str(path), line=1)
+                elif fields:  # not a blank line
+                    if len(fields) != len(header):
+                        raise UsageError(
+                            f"row has {len(fields)} fields, the header has {len(header)}",
+                            file=str(path), line=start,
+                        )
+                    yield start, dict(zip(header, fields, strict=True))
+                start = reader.line_num + 1
+    except csv.Error as exc:
+        raise UsageError(f"invalid CSV: {exc}", file=str(path), line=start) from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"not UTF-8 text ({exc.reason})", file=str(path), line=start) from None

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         Command,
         DeployTarget,
         Detector,
+        Engine,
         Evaluator,
         ModelProvider,
         Register,
@@ -129,6 +130,17 @@ def gatekeeper_register_commands(register: Register[Command]) -> None:
 
     :param register: call ``register(CommandClass)`` with a subclass of
         :class:`gatekeeper.kinds.Command`.
+    :return: ignored.
+    """
+
+
+@hookspec
+def gatekeeper_register_engines(register: Register[Engine]) -> None:
+    """Register engines: where data-sized work runs when a command gets ``--engine NAME``
+    (a cluster such as Spark). Called once at start-up.
+
+    :param register: call ``register(EngineClass)`` with a subclass of
+        :class:`gatekeeper.kinds.Engine`.
     :return: ignored.
     """
 

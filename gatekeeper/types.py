@@ -334,6 +334,14 @@ class Config(BaseModel):
     audit_log: str = ".gatekeeper/audit.jsonl"
     registry: str = ".gatekeeper/registry"
     plugins: list[str] = Field(default_factory=list, description="modules to load, like -p")
+    allow_code: bool = Field(
+        default=False,
+        description="let suites and policies name code-loading models (python:...); like --allow-code",
+    )
+    allow_paths: list[str] = Field(
+        default_factory=list,
+        description="directories besides the project root that suites' dataset:/prompty: may read; like --allow-path",
+    )
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="provider name → provider settings"

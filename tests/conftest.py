@@ -18,6 +18,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if str(REPO) not in sys.path:  # tests.fakes, whichever way pytest was started
     sys.path.insert(0, str(REPO))
 
+# Test-only plugins (tests/plugins/, e.g. gatekeeper-example) are installed by `make test-plugins`
+# into a directory of their own, not into the environment users' runs and `make demo` use; the
+# tests, and the gatekeeper processes they start, find them there.
+TEST_PLUGIN_DIR = REPO / ".gatekeeper" / "test-plugins"
+if TEST_PLUGIN_DIR.is_dir() and str(TEST_PLUGIN_DIR) not in sys.path:
+    sys.path.append(str(TEST_PLUGIN_DIR))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(TEST_PLUGIN_DIR)]))
+
 from tests.fakes import FakeOpenAIServer  # noqa: E402
 
 SUITE = """

@@ -133,7 +133,8 @@ def test_canary_evidence_recorded_before_the_canary_does_not_count(project: Proj
     assert run_paired_check(project, "better").exit_code == 0
     assert project.run("promote", "out", *TO_CANARY).exit_code == 0
     old = datetime.now(UTC) - timedelta(days=3)
-    rows = [{"id": f"s{i}", "conversation_id": f"c{i}", "time": (old + timedelta(minutes=i)).isoformat(), "model": "paired-model",
+    rows = [{"id": f"s{i}", "conversation_id": f"c{i}", "time": (old + timedelta(minutes=i)).isoformat(),
+             "model": "paired-model",
              "model_version": "2" if i % 2 else "1", "messages": [{"role": "user", "content": "q"}],
              "answer": "a", "feedback": {"verdict": "accepted"}} for i in range(800)]
     project.write_jsonl("signals.jsonl", rows)
@@ -141,7 +142,8 @@ def test_canary_evidence_recorded_before_the_canary_does_not_count(project: Proj
     assert "excluded 800 signal(s): recorded before version 2 entered stage 'canary'" in result.stdout
     assert result.exit_code == 3, result.output  # no evidence of its own: INCONCLUSIVE, never OK
     promoted = project.run("promote", "out")
-    assert promoted.exit_code == 3 and "the last monitoring of version 2 at 'canary' was INCONCLUSIVE" in promoted.stdout
+    assert promoted.exit_code == 3
+    assert "the last monitoring of version 2 at 'canary' was INCONCLUSIVE" in promoted.stdout
 
 
 def _hold_project(project: Project) -> Project:

@@ -191,7 +191,8 @@ def test_time_window_and_explicit_versions(project: Project) -> None:
     rows = signals("1", accepted=1800, edited=600, rejected=600) + signals("2", accepted=1800, edited=600,
                                                                            rejected=600)
     project.write_jsonl("signals.jsonl", rows)
-    code, _, record = monitor(project, "--since", START.isoformat(), "--until", (START + timedelta(hours=12)).isoformat(),
+    until = (START + timedelta(hours=12)).isoformat()
+    code, _, record = monitor(project, "--since", START.isoformat(), "--until", until,
                               "--new", "2", "--previous", "1", "--dry-run")
     assert record["signals"]["window"] == sum(
         1 for r in rows if datetime.fromisoformat(r["time"]) <= START + timedelta(hours=12))

@@ -47,7 +47,7 @@ def _plugins_json(project: Project, *args: str) -> dict[str, dict]:
 def test_plugins_lists_builtins_with_what_they_register(project: Project) -> None:
     plugins = _plugins_json(project)
     assert plugins["providers"]["source"] == "builtin"
-    assert plugins["providers"]["distribution"] == "gatekeeper"
+    assert plugins["providers"]["distribution"] == "llm-gatekeeper"
     assert set(plugins["providers"]["registered"]["models"]) >= {"replay", "python"}
     assert "gatekeeper_register_models" in plugins["providers"]["hooks"]
     assert "rouge_l" in plugins["evaluators"]["registered"]["evaluators"]

@@ -233,7 +233,7 @@ MALFORMED = {
     "unknown ci_method": (
         "ci_method: tango", "ci_method: wald",
         "performance_evaluation.metrics[0].ci_method", "ci_method: wald",
-        "unknown ci_method 'wald'; allowed: bootstrap_bca, bootstrap_percentile, tango, cluster, t",
+        "unknown ci_method 'wald'; allowed: auto, bootstrap_bca, bootstrap_percentile, tango, cluster, t",
     ),
     "unknown hypothesis": (
         "hypothesis: guardrail_only", "hypothesis: noninferior",

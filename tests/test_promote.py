@@ -202,7 +202,7 @@ def test_an_edited_decision_record_is_refused(deploy: Project) -> None:
     (out / "decision.json").write_text(json.dumps(record))
     result = deploy.run("promote", "out")
     assert result.exit_code == 4
-    assert "out/decision.json was changed after the check: its hash" in result.stdout
+    assert "out: decision.json was changed after the check: it hashes to" in result.stdout
 
 
 def test_a_decision_unknown_to_the_audit_trail_or_a_broken_trail_is_refused(deploy: Project) -> None:
@@ -242,7 +242,8 @@ def test_a_second_candidate_waits_for_the_staged_one(deploy: Project) -> None:
 
 def test_rollback_command_restores_and_records_why(deploy: Project) -> None:
     check(deploy, "better.jsonl", "out")
-    assert deploy.run("promote", "out", "--stage", "full", "--force", "--reason", "the test goes straight to full").exit_code == 0
+    straight = ("--stage", "full", "--force", "--reason", "the test goes straight to full")
+    assert deploy.run("promote", "out", *straight).exit_code == 0
     result = deploy.run("rollback", "production", "--model", MODEL, "--reason", "complaints from the field")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "rolled back paired-model@production: version 2 -> version 1"

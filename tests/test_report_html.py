@@ -69,7 +69,7 @@ def test_check_writes_a_self_contained_report_of_the_demo(project: Project) -> N
     assert forest.group(1).count('class="bound"') == 3
     for name in ("facts", "grounding", "rouge_l"):
         assert f">{name}" in forest.group(1)
-    assert "[+0.075, +0.235] 90%" in metrics  # facts' Tango interval, as in decision.json
+    assert "[+0.059, +0.241] 90%" in metrics  # facts' cluster-robust interval (15 passages), as in decision.json
 
     slices = section(page, "slices")
     assert "facts by topic" in slices and "topic=returns" in slices
@@ -165,6 +165,12 @@ def test_report_of_an_older_record_without_the_policy_summary(project: Project) 
     for optional in ("selection", "environment", "scope", "test_sets", "approvals", "created"):
         del record[optional]
     (project.path / "out/decision.json").write_text(json.dumps(record))
+    # An older gatekeeper recorded the older record's own hash (issue 14: readers check it).
+    from gatekeeper.gate.approvals import record_hash
+    from gatekeeper.gate.audit import AuditLog
+
+    AuditLog(project.path / ".gatekeeper/audit.jsonl").append(
+        "check", subject=record["run_id"], refs={"decision": record_hash(record)})
     result = project.run("report", "out", "--format", "html", "--format", "markdown", "--format", "junit")
     assert result.exit_code == 0, result.output
     page = html(project)

@@ -178,8 +178,8 @@ def test_bca_falls_back_to_percentile_when_degenerate(monkeypatch):
         return result
 
     monkeypatch.setattr(stats.stats, "bootstrap", nan_bca)
-    baseline = {f"c{i}": float(i % 2) for i in range(40)}
-    candidate = {f"c{i}": float(i % 3 == 0) for i in range(40)}
+    baseline = {f"c{i}": (i % 7) / 7 for i in range(40)}
+    candidate = {f"c{i}": (i % 5) / 5 for i in range(40)}
     result = compare(baseline, candidate, method="bootstrap_bca")
     assert "BCa fell back to percentile" in result.note
     assert math.isfinite(result.ci_low) and result.ci_low < result.delta < result.ci_high
@@ -257,7 +257,7 @@ def test_compare_result_is_plain_json():
     result = compare(*paired_binary(rng, 200, 0.0), method="bootstrap_bca")
     text = json.dumps(dataclasses.asdict(result), allow_nan=False)
     again = json.loads(text)
-    assert again["n"] == 200 and again["method"] == "bootstrap_bca"
+    assert again["n"] == 200 and again["method"] == "tango" and again["requested_method"] == "bootstrap_bca"
     for name in ("baseline_mean", "candidate_mean", "delta", "ci_low", "ci_high", "sd_diff", "alpha"):
         assert type(getattr(result, name)) is float, name
     assert type(result.n) is int and all(type(k) is int for k in result.discordant)
@@ -266,15 +266,16 @@ def test_compare_result_is_plain_json():
 def test_identical_binary_models_get_a_tango_interval_instead_of_a_degenerate_bootstrap():
     scores = {f"c{i}": float(i % 4 != 0) for i in range(100)}
     result = compare(scores, dict(scores), method="bootstrap_bca")
-    assert result.method == "tango" and "no discordant pairs" in result.note
+    assert result.method == "tango" and "binary metric" in result.method_reason
     assert result.ci_low < 0 < result.ci_high
     assert non_inferiority(result) == "PASS", "100 identical cases rule out a 3-point loss"
 
 
-def test_bootstrap_on_few_discordant_pairs_says_prefer_tango():
-    baseline = {f"c{i}": 1.0 for i in range(50)}
-    candidate = {**baseline, "c0": 0.0, "c1": 0.0}
-    assert "prefer 'tango'" in compare(baseline, candidate).note
+def test_identical_continuous_scores_get_a_zero_width_interval():
+    scores = {f"c{i}": (i % 7) / 7 for i in range(60)}
+    result = compare(scores, dict(scores), method="t")
+    assert result.method == "t" and "zero width" in result.note
+    assert (result.ci_low, result.ci_high) == (0.0, 0.0)
 
 
 def test_average_epochs_ignores_missing_epochs_and_empty_cases():
@@ -477,3 +478,70 @@ def test_unpaired_continuous_uses_welch():
     assert result.sd_diff == pytest.approx(math.sqrt(np.var(baseline, ddof=1) + np.var(candidate, ddof=1)))
     with pytest.raises(ValueError, match="at least 2 values"):
         unpaired_compare([0.3], [0.5, 0.6])
+
+
+# --------------------------------------------------------------------------- clusters and method choice (issue 15)
+
+
+def test_design_effect_is_cluster_size_for_identical_copies_and_one_for_singletons():
+    diffs = np.repeat([0.3, -0.1, 0.2, 0.0, 0.5], 4)
+    deff, icc = stats.design_effect(diffs, [str(i // 4) for i in range(20)])
+    assert deff == pytest.approx(4.0) and icc == pytest.approx(1.0)
+    deff, icc = stats.design_effect(diffs, [str(i) for i in range(20)])
+    assert deff == pytest.approx(1.0) and icc == 0.0
+
+
+def test_cluster_bootstrap_with_one_case_per_cluster_is_the_paired_bootstrap():
+    rng = np.random.default_rng(5)
+    base, cand = rng.random(60), rng.random(60)
+    plain = paired_bootstrap_ci(base, cand, method="percentile", seed=3)
+    clustered = stats.cluster_bootstrap_ci(cand - base, [str(i) for i in range(60)], method="percentile", seed=3)
+    assert clustered == pytest.approx(plain, abs=0.02)
+
+
+def test_cluster_bootstrap_is_wider_than_the_case_bootstrap_when_clusters_are_correlated():
+    rng = np.random.default_rng(8)
+    diffs = np.repeat(rng.normal(0, 0.2, 20), 10) + rng.normal(0, 0.05, 200)
+    labels = [str(i // 10) for i in range(200)]
+    low, high = stats.cluster_bootstrap_ci(diffs, labels)
+    p_low, p_high = paired_bootstrap_ci(np.zeros(200), diffs)
+    robust = cluster_robust_ci(diffs, labels)
+    assert (high - low) > 2.5 * (p_high - p_low)
+    assert (high - low) == pytest.approx(robust[1] - robust[0], rel=0.25)
+
+
+@pytest.mark.parametrize(
+    ("requested", "binary", "clustered", "used"),
+    [
+        ("auto", True, False, "tango"), ("auto", False, False, "bootstrap_bca"), ("auto", True, True, "cluster"),
+        ("tango", True, True, "cluster"), ("t", False, True, "cluster"), ("t", True, False, "tango"),
+        ("bootstrap_bca", True, False, "tango"), ("bootstrap_bca", False, True, "cluster_bootstrap_bca"),
+        ("bootstrap_percentile", True, True, "cluster_bootstrap_percentile"),
+        ("cluster", False, False, "cluster"),
+    ],
+)
+def test_choose_method_uses_clusters_and_tango_where_they_apply(requested, binary, clustered, used):
+    method, why = stats.choose_method(requested, binary=binary, clustered=clustered)
+    assert method == used and why
+
+
+def test_compare_uses_declared_clusters_with_every_method():
+    rng = np.random.default_rng(2)
+    base = {f"c{i}": float(rng.random() < 0.7) for i in range(200)}
+    cand = {k: v if rng.random() < 0.8 else 1.0 - v for k, v in base.items()}
+    clusters = {f"c{i}": f"d{i // 8}" for i in range(200)}
+    for method in ("auto", "tango", "t", "cluster"):
+        result = compare(base, cand, method=method, clusters=clusters)
+        assert result.method == "cluster" and result.n_clusters == 25 and result.design_effect is not None
+    singletons = {k: k for k in base}
+    assert compare(base, cand, clusters=singletons).method == "tango"
+
+
+def test_power_analysis_multiplies_the_planning_variance_by_the_design_effect():
+    independent = _comparison(-0.05, 0.01)
+    clustered = dataclasses.replace(independent, design_effect=3.7, icc=0.3, n_clusters=10)
+    plain = power_analysis(independent, margin=MARGIN)
+    inflated = power_analysis(clustered, margin=MARGIN)
+    assert inflated["n_needed"] == pytest.approx(3.7 * plain["n_needed"], rel=0.01)
+    assert inflated["clusters_needed"] == math.ceil(inflated["n_needed"] / 10)
+    assert inflated["design_effect"] == 3.7 and inflated["icc"] == 0.3

@@ -22,7 +22,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from gatekeeper import hookimpl
-from gatekeeper.files import fsync_directory
+from gatekeeper.files import fsync_directory, loads_strict
 from gatekeeper.kinds import UNSET, DeployTarget, Register, Unset, check_expected, rollback_target
 from gatekeeper.types import Config, UsageError, default_actor, utc_now
 
@@ -87,11 +87,15 @@ class LocalRegistry(DeployTarget):
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return empty_state()
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"the registry is not UTF-8 text ({exc.reason})", file=str(self.path)) from None
         try:
-            state = json.loads(text)
+            state = loads_strict(text)
         except json.JSONDecodeError as exc:
             raise UsageError(f"the registry is not valid JSON: {exc.msg}", file=str(self.path),
                              line=exc.lineno) from None
+        except ValueError as exc:  # a duplicate key or NaN
+            raise UsageError(f"the registry is not valid JSON: {exc}", file=str(self.path)) from None
         if not isinstance(state, dict) or state.get("schema") != REGISTRY_SCHEMA:
             raise UsageError(f"not a gatekeeper registry (schema {REGISTRY_SCHEMA})", file=str(self.path))
         return state
@@ -168,7 +172,19 @@ class LocalRegistry(DeployTarget):
 
     def _change(self, fn: Callable[[dict[str, Any]], Any]) -> Any:
         with self._transaction() as state:
-            return fn(state)
+            before = len(state["history"])
+            result = fn(state)
+            head = self._audit_head()
+            for event in state["history"][before:] if head else []:  # anchor the audit head (issue 14)
+                event.setdefault("audit_head", head)
+            return result
+
+    def _audit_head(self) -> dict[str, Any] | None:
+        from gatekeeper.gate.audit import AuditLog
+
+        path = self.config.path(self.config.audit_log)
+        head = AuditLog(path).head() if path.is_file() else None
+        return {"seq": head["seq"], "hash": head["hash"]} if head else None
 
     def register_version(self, model: str, spec: str, provenance: dict[str, Any]) -> str:
         def change(state: dict[str, Any]) -> str:

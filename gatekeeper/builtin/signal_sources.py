@@ -8,7 +8,6 @@ slice filters reach the file reader or the database.
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 from collections.abc import Iterator
@@ -69,11 +68,11 @@ class JsonlSource(SignalSource):
             for line, row in read_jsonl(path):
                 yield RowRef(str(path), line), row
 
-    def scan(self, location: str, filters: SignalFilter) -> pl.LazyFrame:
-        import polars as pl
-
-        paths = [str(p) for p in _paths(location, self.schemes)]
-        return _filtered(pl.scan_ndjson(paths, infer_schema_length=None), filters)
+    def scan(self, location: str, filters: SignalFilter) -> pl.LazyFrame | None:
+        # None: the host builds the frame from read(), each row validated like every other
+        # command reads it (Polars' JSON reader keeps the last of duplicate keys and takes
+        # NaN; a summary must not count what build-suite would refuse).
+        return None
 
 
 class CsvSource(SignalSource):
@@ -82,15 +81,12 @@ class CsvSource(SignalSource):
     schemes = ("csv",)
 
     def read(self, location: str, filters: SignalFilter) -> Rows:
+        from gatekeeper.files import read_csv
+
+        # The strict reader: an unterminated quote or a ragged row names file:line.
         for path in _paths(location, self.schemes):
-            with path.open(encoding="utf-8", newline="") as fh:
-                reader = csv.DictReader(fh)
-                line = reader.line_num + 1
-                for row in reader:
-                    if None in row:
-                        raise UsageError("more values than header columns", file=str(path), line=line)
-                    yield RowRef(str(path), line), {k: (None if v == "" else v) for k, v in row.items()}
-                    line = reader.line_num + 1
+            for line, row in read_csv(path):
+                yield RowRef(str(path), line), {k: (None if v == "" else v) for k, v in row.items()}
 
     def scan(self, location: str, filters: SignalFilter) -> pl.LazyFrame:
         import polars as pl
@@ -110,15 +106,19 @@ class ParquetSource(SignalSource):
     schemes = ("parquet", "pq")
 
     def read(self, location: str, filters: SignalFilter) -> Rows:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         for path in _paths(location, self.schemes):
             row_no = 0
-            # Batch by batch, so reading a large file row by row never holds all of it.
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
-                for row in batch.to_pylist():
-                    row_no += 1
-                    yield RowRef(str(path), row_no), row
+            try:
+                # Batch by batch, so reading a large file row by row never holds all of it.
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+                    for row in batch.to_pylist():
+                        row_no += 1
+                        yield RowRef(str(path), row_no), row
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise UsageError(f"cannot read Parquet: {exc}", file=str(path), line=row_no + 1 or None) from None
 
     def scan(self, location: str, filters: SignalFilter) -> pl.LazyFrame:
         import polars as pl

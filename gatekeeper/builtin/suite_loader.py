@@ -18,4 +18,4 @@ def gatekeeper_load_suite(path: Path, config: Config) -> Suite | None:
         return None
     from gatekeeper.engine.suites import load_yaml_suite
 
-    return load_yaml_suite(path)
+    return load_yaml_suite(path, roots=[config.root, *(config.path(p) for p in config.allow_paths)])

@@ -9,7 +9,9 @@ at any point resumes without calling the model again for what it already has.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import asdict
@@ -29,6 +31,17 @@ CREATE TABLE IF NOT EXISTS entries (
 """
 
 
+def quarantine(path: Path) -> Path:
+    """Rename a corrupt cache (and its WAL files) to ``NAME.corrupt-TIMESTAMP``."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.replace(aside.with_name(aside.name + suffix))
+    path.replace(aside)
+    return aside
+
+
 def generation_key(identity: ModelIdentity, request: GenerationRequest) -> str:
     return stable_hash({"model": identity.digest, "request": request.cache_payload()})
 
@@ -40,10 +53,30 @@ class Cache:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(SCHEMA)
+        try:
+            self._db = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, ...: not corrupt
+                raise
+            # The cache is disposable (every entry can be asked again): a corrupt file is
+            # moved aside, said so, and a fresh one started, instead of an internal error.
+            aside = quarantine(path)
+            print(f"warning: {path}: the cache is not a usable SQLite database ({exc}); "
+                  f"moved it to {aside.name} and started an empty cache", file=sys.stderr)
+            self._db = self._open(path)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(SCHEMA)
+            db.execute("SELECT key, payload FROM entries LIMIT 1").fetchall()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def get_raw(self, key: str) -> dict[str, Any] | None:
         with self._lock:

@@ -7,6 +7,7 @@ models and suites that made it are gone.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import platform
 import secrets
 from collections import defaultdict
@@ -68,14 +69,51 @@ def case_index(suites: Sequence[Suite]) -> dict[str, dict[str, Any]]:
     }
 
 
+MAX_RECORDED_OUTPUT = 65_536
+"""Characters of one output kept in a record; the rest is summarised by length and SHA-256
+(one 6 MB output once made an 88 MB decision.json). Scores are computed on the full output."""
+
+MAX_RECORDED_TEXT = 16_384
+"""Characters of one score reason or detail string kept in a record."""
+
+
+def clip_text(text: str, limit: int) -> tuple[str, dict[str, Any] | None]:
+    """``text`` cut to ``limit`` characters and, when cut, what was cut: the full length and
+    the SHA-256 of the full UTF-8 text, so an auditor can still match the original."""
+    if len(text) <= limit:
+        return text, None
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text[:limit], {"chars": len(text), "kept": limit, "sha256": digest}
+
+
+def _clip_value(value: Any) -> Any:
+    if isinstance(value, str):
+        clipped, cut = clip_text(value, MAX_RECORDED_TEXT)
+        return clipped if cut is None else f"{clipped}… [truncated: {cut['chars']} chars, sha256 {cut['sha256']}]"
+    if isinstance(value, dict):
+        return {k: _clip_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clip_value(v) for v in value]
+    return value
+
+
 def result_row(result: CaseResult) -> dict[str, Any]:
+    gen = result.generation
+    output, cut = clip_text(gen.text, MAX_RECORDED_OUTPUT)
+    row = _result_row(result, output)
+    if cut is not None:
+        row["output_truncated"] = cut
+    return row
+
+
+def _result_row(result: CaseResult, output: str) -> dict[str, Any]:
     gen = result.generation
     return {
         "key": result.case.key,
         "model": result.model,
         "epoch": result.epoch,
-        "output": gen.text,
-        "error": gen.error,
+        "output": output,
+        "error": _clip_value(gen.error),
         "cached": gen.cached,
         "latency_ms": gen.latency_ms,
         "usage": gen.usage,
@@ -85,9 +123,9 @@ def result_row(result: CaseResult) -> dict[str, Any]:
                 "value": s.value,
                 "passed": s.passed,
                 "status": s.status,
-                "reason": s.reason,
+                "reason": _clip_value(s.reason),
                 "spans": [asdict(sp) for sp in s.spans],
-                "details": s.details,
+                "details": _clip_value(s.details),
             }
             for s in result.scores
         },

@@ -21,6 +21,7 @@ from typing import Any
 
 from gatekeeper.engine.cache import Cache, generation_key
 from gatekeeper.engine.suites import Suite
+from gatekeeper.host.secrets import redact as redact_secrets
 from gatekeeper.kinds import EvalContext, Evaluator, Model
 from gatekeeper.types import (
     Case,
@@ -393,6 +394,10 @@ class Runner:
                     f"outputs for {len(requests)} requests",
                 )
             for gen in generations:
+                # A model (or a server error) echoing a configured key: scrubbed before the cache and the record.
+                gen.text = redact_secrets(gen.text)
+                if gen.error:
+                    gen.error = redact_secrets(gen.error)
                 if gen.latency_ms is None:
                     gen.latency_ms = round(elapsed_ms / len(requests), 3)
                 if gen.error is not None:
@@ -406,6 +411,7 @@ class Runner:
 
     def _failed(self, requests: list[GenerationRequest], message: str) -> list[Generation]:
         self.stats.generation_errors += len(requests)
+        message = redact_secrets(message)
         return [Generation(text="", error=message) for _ in requests]
 
     async def _score(

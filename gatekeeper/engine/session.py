@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.engine.cache import Cache
+from gatekeeper.engine.loading import load_model
 from gatekeeper.engine.runner import ModelRun, Runner, RunStats
 from gatekeeper.engine.suites import Suite, discover, select
+from gatekeeper.host import secrets
+from gatekeeper.host.code_specs import code_providers, refuse_code_specs
 from gatekeeper.host.plugins import PluginHost
+from gatekeeper.host.visible import visible
 from gatekeeper.kinds import EvalContext, Evaluator, Model, Registries, Reporter
 from gatekeeper.types import CaseResult, Config, ModelSpec, PluginError, UsageError
 
@@ -26,14 +30,22 @@ class Session:
         self.config = config
         self.host = host
         self.out = out or sys.stdout
+        secrets.register_config(config)
         self._models: dict[str, Model] = {}
+        self.engine: Any = None
+
+    def use_engine(self, name: str | None) -> None:
+        """Run data-sized work on the engine plugin ``name`` (``--engine``); None: in process."""
+        if name:
+            self.engine = self.registries["engines"].get(name, field="--engine")(self.config)
 
     @property
     def registries(self) -> Registries:
         return self.host.registries
 
     def echo(self, text: str = "") -> None:
-        print(text, file=self.out)
+        """One line for the user; control and bidi characters from outputs are shown, not obeyed."""
+        print(visible(secrets.redact(text)), file=self.out)
 
     # ----------------------------------------------------------------- suites
 
@@ -66,15 +78,34 @@ class Session:
             by_suite.setdefault(case.suite, []).append(case)
         for suite in suites:
             suite.cases = by_suite[suite.name]
-        return [s for s in suites if s.cases]
+        selected = [s for s in suites if s.cases]
+        if not selected:
+            # Zero cases checks nothing, and nothing must not pass (exit 0 on an empty run).
+            what = " and ".join(f"{flag} {expr!r}" for flag, expr in (("-k", keyword), ("-m", marker)) if expr)
+            raise UsageError(f"no case selected{' by ' + what if what else ''} in {len(suites)} suite(s)",
+                             field="-k/-m" if what else None)
+        return selected
 
     def load_suite(self, path: Path) -> Suite | None:
         """Load one file through the ``gatekeeper_load_suite`` hook and validate its scorers;
         ``None`` when no plugin reads it as a suite."""
         suite: Suite | None = self.host.hook.gatekeeper_load_suite(path=path, config=self.config)
         if suite is not None:
+            self._refuse_code(suite)
             suite.build_scorers(self.registries.evaluators, self.registries.detectors)
         return suite
+
+    def _refuse_code(self, suite: Suite) -> None:
+        """A scorer parameter naming a code-loading model (``judge: python:mod:fn``) needs
+        ``--allow-code`` / ``allow_code: true``: suites are data (see host.code_specs)."""
+        providers = code_providers(self.registries.models)
+        for spec in suite.scorers:
+            file, _, line = spec.source.rpartition(":")
+            refuse_code_specs(
+                spec.params, providers=providers, allowed=self.config.allow_code, file=file,
+                line_of=lambda _at, line=line: int(line) if line.isdigit() else None,  # type: ignore[misc]
+                field=lambda at, spec=spec: ".".join([f"{spec.kind}s", spec.name, *map(str, at)]),  # type: ignore[misc]
+            )
 
     # ----------------------------------------------------------------- models
 
@@ -82,17 +113,7 @@ class Session:
         parsed = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
         key = str(parsed)
         if key not in self._models:
-            provider_cls = self.registries.models.get(parsed.provider, field="model")
-            plugin = self.registries.models.entry(parsed.provider).plugin
-            try:
-                self._models[key] = provider_cls().load(parsed, self.config)
-            except (UsageError, PluginError):
-                raise
-            except Exception as exc:
-                raise PluginError(
-                    plugin, f"provider {parsed.provider!r} failed to load {key!r}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from None
+            self._models[key] = load_model(parsed, self.registries, self.config)
         return self._models[key]
 
     # ----------------------------------------------------------------- running
@@ -113,9 +134,20 @@ class Session:
         progress: bool = True,
         extra: dict[str, Any] | None = None,
         close_models: bool = True,
+        engine: bool = True,
     ) -> tuple[list[CaseResult], RunStats]:
         """Run ``models`` on the cases of ``suites``; ``close_models=False`` keeps them loaded
-        for another run (the pytest plugin runs in batches), until :meth:`close_models`."""
+        for another run (the pytest plugin runs in batches), until :meth:`close_models`.
+        With an engine (:meth:`use_engine`) the cases run there, unless ``engine=False``
+        (what the engine's own workers, and in-process work such as classify's sample, ask)."""
+        if engine and self.engine is not None:
+            from gatekeeper.engine.distributed import run_on_engine
+
+            try:
+                return run_on_engine(self, self.engine, models, suites, run_id=run_id, specs=specs, extra=extra)
+            finally:
+                if close_models:
+                    self.close_models()
         cache = Cache(self.config.path(self.config.cache))
         hook = self.host.hook
         try:
@@ -176,6 +208,10 @@ def read_record(path: Path) -> dict[str, Any]:
             if (path / name).is_file():
                 path = path / name
                 break
+    if path.is_dir():
+        unfinished = " (CHECK_INCOMPLETE: the last check into it did not finish)" if (
+            path / "CHECK_INCOMPLETE").is_file() else ""
+        raise UsageError(f"no decision.json or results.json here{unfinished}", file=str(path))
     try:
         return dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:

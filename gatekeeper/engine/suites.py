@@ -8,26 +8,26 @@ See ``docs/suites.md`` for the schema, field by field.
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import Template, TemplateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gatekeeper.engine.paths import contained
+from gatekeeper.engine.templates import compile_template, render_bounded
+from gatekeeper.files import read_csv as read_csv_rows
 from gatekeeper.files import read_jsonl
 from gatekeeper.host import yamlfile
 from gatekeeper.types import Case, Message, UsageError
 
 if TYPE_CHECKING:
-    from gatekeeper.kinds import Registry
-    from gatekeeper.kinds import Evaluator
+    from gatekeeper.kinds import Evaluator, Registry
     from gatekeeper.types import Config
 
 CASE_FIELDS = ("id", "expected", "context", "tags", "metadata", "cluster")
@@ -149,32 +149,29 @@ class Suite:
 
 # --------------------------------------------------------------------------- templates
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
-
-
 def render(template: str, variables: dict[str, Any], *, where: str) -> str:
-    """Render ``template`` in the jinja2 sandbox; undefined variables are errors."""
+    """Render ``template`` in the bounded jinja2 sandbox (:mod:`gatekeeper.engine.templates`);
+    undefined variables are errors."""
     try:
-        return _ENV.from_string(template).render(**variables)
+        return render_bounded(compile_template(template), variables)
     except TemplateError as exc:
         raise UsageError(f"template error: {exc.message or exc}", file=where) from None
 
 
 def parse_prompty(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Read a Prompty file: YAML front matter, then ``system:``/``user:`` sections."""
-    import yaml
-
     try:
-        text = path.read_text(encoding="utf-8")
+        text = yamlfile.decode(path.read_bytes(), path)
     except OSError as exc:
         raise UsageError(f"cannot read Prompty file: {exc.strerror}", file=str(path)) from None
     match = re.match(r"^---\s*\n(.*?)\n---\s*\n(.*)$", text, re.S)
     if not match:
         raise UsageError("a Prompty file starts with '---' front matter", file=str(path), line=1)
-    try:
-        front = yaml.safe_load(match.group(1)) or {}
-    except yaml.YAMLError as exc:
-        raise UsageError(f"invalid front matter: {exc}", file=str(path)) from None
+    # The project's loader: duplicate keys and alias bombs are refused here too.
+    front, _ = yamlfile.load_text(match.group(1), path, first_line=2)
+    front = front or {}
+    if not isinstance(front, dict):
+        raise UsageError("the front matter must be a mapping", file=str(path), line=2)
     sections: list[tuple[str, str]] = []
     role: str | None = None
     lines: list[str] = []
@@ -214,16 +211,31 @@ def read_dataset(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if suffix == ".jsonl":
         yield from read_jsonl(path)
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
-            for index, row in enumerate(csv.DictReader(fh)):
-                yield index + 2, {k: v for k, v in row.items() if v not in (None, "")}
+        yield from read_csv(path)
     elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for index, row in enumerate(pq.read_table(path).to_pylist()):
-            yield index + 1, {k: v for k, v in row.items() if v is not None}
+        yield from read_parquet(path)
     else:
         raise UsageError("datasets are .jsonl, .csv or .parquet", file=str(path))
+
+
+def read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a CSV dataset through the strict reader (:func:`gatekeeper.files.read_csv`);
+    empty cells are absent values."""
+    for line, row in read_csv_rows(path):
+        yield line, {k: v for k, v in row.items() if v != ""}
+
+
+def read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(row number, row)`` of a Parquet file; a corrupt file is the user's error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise UsageError(f"cannot read Parquet: {exc}", file=str(path)) from None
+    for index, row in enumerate(rows):
+        yield index + 1, {k: v for k, v in row.items() if v is not None}
 
 
 # --------------------------------------------------------------------------- loading
@@ -284,7 +296,7 @@ def _case_from_row(
     rendered: list[Message] = []
     for role, template in messages:
         try:
-            rendered.append({"role": role, "content": template.render(**scope)})
+            rendered.append({"role": role, "content": render_bounded(template, scope)})
         except TemplateError as exc:
             raise UsageError(
                 f"prompt template error for case {case_id!r}: {exc.message or exc}",
@@ -306,8 +318,13 @@ def _case_from_row(
     )
 
 
-def load_yaml_suite(path: Path) -> Suite | None:
-    """Load a YAML suite file; ``None`` when the file is not a suite (no ``suite:`` key)."""
+def load_yaml_suite(path: Path, roots: Sequence[Path] | None = None) -> Suite | None:
+    """Load a YAML suite file; ``None`` when the file is not a suite (no ``suite:`` key).
+
+    ``roots``: the directories ``dataset:`` and ``prompty:`` may read from (the project root
+    and what the user allowed); a path that resolves outside them — ``..``, an absolute path,
+    a symlink out — is refused. ``None`` (a direct library call) checks nothing.
+    """
     data, locator = yamlfile.load(path)
     if not isinstance(data, dict) or "suite" not in data:
         return None
@@ -316,7 +333,8 @@ def load_yaml_suite(path: Path) -> Suite | None:
     hasher = hashlib.sha256(path.read_bytes())
 
     if schema.prompt.prompty:
-        prompty_path = base / schema.prompt.prompty
+        prompty_path = contained(schema.prompt.prompty, base=base, roots=roots, file=path,
+                                 line=locator.line(("prompt", "prompty")), field="prompt.prompty")
         front, messages = parse_prompty(prompty_path)
         hasher.update(prompty_path.read_bytes())
         schema.variables = {**(front.get("sample") or {}), **schema.variables}
@@ -324,7 +342,7 @@ def load_yaml_suite(path: Path) -> Suite | None:
         messages = [(m.role, m.content) for m in schema.prompt.messages or []]
 
     try:  # compiled once: rendering is per case, parsing need not be
-        templates = [(role, _ENV.from_string(text)) for role, text in messages]
+        templates = [(role, compile_template(text)) for role, text in messages]
     except TemplateError as exc:
         raise UsageError(f"template error: {exc.message or exc}", file=str(path), field="prompt") from None
     cases: list[Case] = []
@@ -334,7 +352,8 @@ def load_yaml_suite(path: Path) -> Suite | None:
     for i, row in enumerate(schema.cases):
         rows.append((f"{path}:{locator.line(('cases', i))}", f"cases[{i}]", row))
     if schema.dataset:
-        ds_path = base / schema.dataset
+        ds_path = contained(schema.dataset, base=base, roots=roots, file=path,
+                            line=locator.line(("dataset",)), field="dataset")
         if not ds_path.is_file():
             raise UsageError(
                 f"dataset {schema.dataset!r} not found", file=str(path),
@@ -354,6 +373,13 @@ def load_yaml_suite(path: Path) -> Suite | None:
             )
         seen[case.id] = where
         cases.append(case)
+    if not cases:
+        # A suite that checks nothing must not pass: it would let any model through.
+        raise UsageError(
+            "the suite has no cases" + (f" (dataset {schema.dataset!r} is empty)" if schema.dataset else ""),
+            file=str(path), line=locator.line(("dataset" if schema.dataset else "cases",)),
+            field="dataset" if schema.dataset else "cases",
+        )
 
     gen = schema.generation
     temperature = gen.temperature if gen.temperature is not None else (0.7 if schema.epochs > 1 else 0.0)

@@ -30,7 +30,7 @@ from typing import Any
 from filelock import FileLock
 
 from gatekeeper.files import fsync_directory
-from gatekeeper.types import UsageError, default_actor, utc_now
+from gatekeeper.types import GatekeeperError, UsageError, default_actor, utc_now
 
 GENESIS_PREV = "0" * 64
 """The ``prev`` of the first record."""
@@ -85,6 +85,14 @@ def record_digest(record: Mapping[str, Any]) -> str:
 
 
 
+
+
+class AuditWriteError(GatekeeperError):
+    """An append failed (full disk, I/O error); the log was rolled back to its previous length."""
+
+    def __init__(self, message: str, *, file: str) -> None:
+        super().__init__(f"{file}: {message}")
+        self.file = file
 
 
 # --------------------------------------------------------------------------- the secret guard
@@ -317,13 +325,100 @@ class AuditLog:
             line = canonical_json(record) + "\n"
             if not ends_with_newline:
                 line = "\n" + line
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
+            self._write_or_roll_back(line.encode("utf-8"))
             if created:
                 fsync_directory(self.path.parent)
         return record
+
+    def _write_or_roll_back(self, data: bytes) -> None:
+        """Append ``data`` durably, or leave the file as it was (a full disk must not tear a record).
+
+        On any ``OSError`` (ENOSPC, EIO, a quota) the file is truncated back to its previous
+        length and fsynced, so the chain stays verifiable and the next append can succeed.
+        """
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            before = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, before)
+                    os.fsync(fd)
+                except OSError as again:
+                    raise AuditWriteError(
+                        f"could not append to the audit log ({exc.strerror or exc}) and could not roll the "
+                        f"partial record back ({again.strerror or again}); run `gatekeeper audit repair` "
+                        "once there is space", file=str(self.path)) from None
+                raise AuditWriteError(
+                    f"could not append to the audit log ({exc.strerror or exc}); the partial record was "
+                    "rolled back and the trail is unchanged", file=str(self.path)) from None
+        finally:
+            os.close(fd)
+
+    def head(self) -> dict[str, Any] | None:
+        """``{"seq", "hash", "time"}`` of the last record (``None`` for an empty or missing log)."""
+        with self.lock:
+            last, _ = self._last_record()
+        return {"seq": last["seq"], "hash": last["hash"], "time": last["time"]} if last else None
+
+    def repair(self, *, actor: str | None = None) -> dict[str, Any] | None:
+        """Cut a torn last line (a write cut off by a crash or a full disk) and record that in the log.
+
+        Only the tail after the last complete record is removed; every complete record
+        stays byte for byte. The removed bytes are kept in ``PATH.torn-<time>`` and their
+        SHA-256 goes into an ``audit.repair`` record appended after the cut, so the repair is
+        itself part of the chain. Returns that record, or ``None`` when the log ends cleanly.
+
+        :raises UsageError: the damage is not a torn tail (an edited, removed or inserted
+            record): that is tampering to investigate, not something to repair.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            if not self.path.is_file():
+                return None
+            raw = self.path.read_bytes()
+            body = raw.rstrip(b"\n")
+            cut = body.rfind(b"\n") + 1
+            tail = body[cut:]
+            if not tail:
+                return None
+            try:
+                tail_record = json.loads(tail.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                tail_record = None
+            if tail_record is not None and not _schema_problem(tail_record):
+                cut = len(raw)  # a complete record (perhaps missing only its newline): keep it
+            kept = raw[:cut]
+            lines = _parse_lines(kept.decode("utf-8").splitlines())
+            problem = _ChainCheck(lines).first_problem()
+            if problem:
+                raise UsageError(f"not a torn tail: line {problem[0]} {problem[1]}; restore the log from a "
+                                 "copy instead (repair never rewrites complete records)", file=str(self.path),
+                                 line=problem[0])
+            removed = raw[cut:]
+            if not removed and kept.endswith(b"\n"):
+                return None
+            if removed:
+                stamp = utc_now().replace(":", "").replace(".", "")
+                (self.path.parent / f"{self.path.name}.torn-{stamp}").write_bytes(removed)
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, cut)
+                if cut and not kept.endswith(b"\n"):
+                    os.lseek(fd, 0, os.SEEK_END)
+                    os.write(fd, b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return self.append("audit.repair", actor=actor, subject=self.path.name, refs={
+            "removed": hashlib.sha256(removed).hexdigest()} if removed else {},
+            data={"removed_bytes": len(removed), "after_seq": lines[-1].record["seq"] if lines and
+                  lines[-1].record else 0})
 
     def _new_record(
         self,
@@ -374,7 +469,8 @@ class AuditLog:
         if _schema_problem(record):
             raise UsageError(
                 "the last line of the audit log is not a valid record, so nothing can be chained "
-                "to it; run `gatekeeper audit verify` and restore the log from a copy",
+                "to it; if only the last write was cut off (a crash, a full disk) run `gatekeeper audit "
+                "repair`, otherwise restore the log from a copy (`gatekeeper audit verify` says which)",
                 file=str(self.path),
                 line=len(self._lines()),
             )

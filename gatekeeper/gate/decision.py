@@ -9,6 +9,7 @@ numbers behind it.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -93,8 +94,15 @@ def evaluate_metric(
     clusters: Mapping[str, str] | None,
     clause: str,
     slice_: dict[str, str] | None = None,
+    family_size: int = 1,
 ) -> dict[str, Any]:
-    """One verdict row of the decision record."""
+    """One verdict row of the decision record.
+
+    ``clusters`` (case id -> cluster) are passed to every method; :func:`stats.compare`
+    uses them whenever a cluster holds more than one case. ``family_size`` k > 1 (the
+    slices of one metric under ``gate.slices.multiplicity: bonferroni``) makes a FAIL need
+    the interval at alpha/k; a FAIL that does not hold at that level is INCONCLUSIVE.
+    """
     from gatekeeper.gate import stats
 
     row: dict[str, Any] = {
@@ -103,12 +111,11 @@ def evaluate_metric(
         "alpha": spec.alpha, "sides": spec.sides, "ci_method": spec.ci_method, "critical": spec.critical,
         "n": len(set(baseline) & set(candidate)), "baseline": None, "candidate": None, "delta": None,
         "ci_low": None, "ci_high": None, "verdict": "NODATA", "reason": "", "power": None,
-        "guardrail": None, "comparison": None,
+        "guardrail": None, "comparison": None, "power_target": spec.power,
     }
     try:
         comp = stats.compare(
-            baseline, candidate, method=spec.ci_method, alpha=spec.alpha, sides=spec.sides,
-            clusters=clusters if spec.ci_method == "cluster" else None,
+            baseline, candidate, method=spec.ci_method, alpha=spec.alpha, sides=spec.sides, clusters=clusters,
         )
     except ValueError as exc:
         is_nodata = str(exc).startswith("need at least")
@@ -122,7 +129,9 @@ def evaluate_metric(
     level = round(100 * (1 - (2 * spec.alpha if spec.sides == "one" else spec.alpha)), 1)
     numbers = (
         f"Δ {comp.delta:+.3f} (candidate {comp.candidate_mean:.3f} vs baseline {comp.baseline_mean:.3f}), "
-        f"{level:g}% CI [{comp.ci_low:+.3f}, {comp.ci_high:+.3f}], n = {comp.n}, {comp.method}"
+        f"{level:g}% CI [{comp.ci_low:+.3f}, {comp.ci_high:+.3f}], n = {comp.n}"
+        + (f" in {comp.n_clusters} clusters" if comp.design_effect is not None else "")
+        + f"; method {comp.method}: {comp.method_reason}"
     )
     parts: list[str] = []
     verdicts: list[str] = []
@@ -145,9 +154,27 @@ def evaluate_metric(
             + {"PASS": "holds", "FAIL": "breached", "INCONCLUSIVE": "not shown to hold"}[g["verdict"]]
         )
     verdict = "FAIL" if "FAIL" in verdicts else "INCONCLUSIVE" if "INCONCLUSIVE" in verdicts else "PASS"
-    if spec.min_n is not None and comp.n < spec.min_n and verdict == "PASS":
+    if verdict == "FAIL" and family_size > 1:
+        strict = spec.model_copy(update={"alpha": spec.alpha / family_size})
+        again = evaluate_metric(strict, baseline, candidate, clusters=clusters, clause=clause, slice_=slice_)
+        if again["verdict"] != "FAIL":
+            verdict = "INCONCLUSIVE"
+            parts.append(
+                f"FAIL not shown at the familywise level alpha/{family_size} = {spec.alpha / family_size:.4g} "
+                f"(Bonferroni over {family_size} slices, gate.slices.multiplicity)"
+            )
+        else:
+            parts.append(f"FAIL holds at the familywise level alpha/{family_size} (Bonferroni)")
+    min_n = spec.min_n if spec.min_n is not None else stats.default_min_n(comp)
+    row["min_n"] = min_n
+    if comp.n < min_n and verdict != "INCONCLUSIVE":
+        parts.append(
+            f"n = {comp.n} is below min_n {min_n}"
+            + ("" if spec.min_n is not None else " (the default for this kind of metric)")
+            + ": too few cases to decide"
+            + (" (the interval alone would say FAIL)" if verdict == "FAIL" else "")
+        )
         verdict = "INCONCLUSIVE"
-        parts.append(f"n = {comp.n} is below min_n {spec.min_n}")
     if verdict == "INCONCLUSIVE" and spec.hypothesis != "guardrail_only" and spec.hypothesis != "homogeneity":
         power = stats.power_analysis(
             comp, margin=spec.margin, alpha=spec.alpha, power=spec.power,
@@ -155,9 +182,14 @@ def evaluate_metric(
         )
         row["power"] = power
         if power.get("n_needed"):
+            needed = max(power["n_needed"], min_n)
+            clustered = (
+                f" ({power['clusters_needed']} clusters; design effect {power['design_effect']:.2f}, "
+                f"ICC {power['icc']:.2f})" if power.get("clusters_needed") else ""
+            )
             parts.append(
-                f"detectable effect at this n ≈ {power['mde']:.3f}; about {power['n_needed']} cases "
-                f"needed for power {spec.power:g}"
+                f"detectable effect at this n ≈ {power['mde']:.3f}; about {needed} cases{clustered} "
+                f"needed for power {spec.power:g} on this comparison alone"
             )
     if comp.note:
         parts.append(comp.note)
@@ -202,12 +234,17 @@ def evaluate_metrics(
                 f"({gate.nodata_limit(n_cases)})"
             )
         out.append(row)
+        slice_groups: dict[str, dict[str, list[str]]] = {}
         for field_name in spec.slices:
             groups: dict[str, list[str]] = defaultdict(list)
             for key in set(base_all) & set(cand_all):
                 value = case_index[key]["slices"].get(field_name)
                 if value is not None:
                     groups[value].append(key)
+            slice_groups[field_name] = groups
+        family = sum(len(k) >= spec.min_slice_n for g in slice_groups.values() for k in g.values())
+        family = family if gate.slices.multiplicity == "bonferroni" else 1
+        for field_name, groups in slice_groups.items():
             for value, keys in sorted(groups.items()):
                 sclause = f"{clause}.slices[{field_name}={value}]"
                 sl = {"field": field_name, "value": value}
@@ -221,7 +258,7 @@ def evaluate_metrics(
                 else:
                     srow = evaluate_metric(
                         spec, _means(base_all, keys), _means(cand_all, keys), clusters=clusters,
-                        clause=sclause, slice_=sl,
+                        clause=sclause, slice_=sl, family_size=max(family, 1),
                     )
                     srow["reason"] = srow["reason"].replace(f"{spec.name}:", f"{spec.name}[{field_name}={value}]:", 1)
                 out.append(srow)
@@ -381,6 +418,12 @@ def decide(policy: Policy, metrics: list[dict[str, Any]], inputs: GateInputs) ->
             reject.append(reason)
         elif m["critical"] and m["slice"] is None and m["verdict"] in ("INCONCLUSIVE", "NODATA"):
             inconclusive.append(reason)
+        elif m["critical"] and m["slice"] is not None and m["verdict"] == "INCONCLUSIVE" and (
+            gate.slices.inconclusive == "hold" or worse_than_margin(m)
+        ):
+            why = ("gate.slices.inconclusive is hold" if gate.slices.inconclusive == "hold"
+                   else "its point estimate is worse than the margin, so it cannot pass on the overall metric")
+            inconclusive.append(Reason(m["clause"], "INCONCLUSIVE", f"{m['reason']} (critical slice: {why})"))
         elif m["critical"] and m["slice"] is None and m["verdict"] == "PASS":
             passed.append(reason)
     if len(noncritical_fail) > gate.max_failed_noncritical:
@@ -407,6 +450,9 @@ def decide(policy: Policy, metrics: list[dict[str, Any]], inputs: GateInputs) ->
     if error:
         return "ERROR", error
     if inconclusive:
+        plan = gate_power_plan(policy, metrics)
+        if plan is not None:
+            inconclusive.append(Reason("gate.power_plan", "INCONCLUSIVE", plan["text"]))
         return "INCONCLUSIVE", inconclusive
     change = (
         f"the change is modification {inputs.scope.modification_id}, within its bounds"
@@ -424,3 +470,82 @@ def decide(policy: Policy, metrics: list[dict[str, Any]], inputs: GateInputs) ->
             + " (gatekeeper approve RUN --key FILE --signer NAME --meaning ...)",
         )]
     return "PROMOTE", [*passed, summary]
+
+
+def worse_than_margin(row: Mapping[str, Any]) -> bool:
+    """True when the row's point estimate lies where its claim does not hold.
+
+    In improvement units (positive = candidate better): non-inferiority below -margin,
+    superiority at or below +margin, equivalence at or beyond ±margin.
+    """
+    if row.get("delta") is None or row.get("direction") is None:
+        return False
+    improvement = row["delta"] if row["direction"] == "higher" else -row["delta"]
+    margin = row["margin"]
+    if row["hypothesis"] == "non_inferiority":
+        return bool(improvement < -margin)
+    if row["hypothesis"] == "superiority":
+        return bool(improvement <= margin)
+    if row["hypothesis"] == "equivalence":
+        return bool(abs(improvement) >= margin)
+    return False
+
+
+def _claims(policy: Policy, metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that must PASS together for a PROMOTE: critical comparisons, and critical
+    slices when ``gate.slices.inconclusive`` is ``hold``."""
+    hold = policy.gate.slices.inconclusive == "hold"
+    return [
+        m for m in metrics
+        if m["critical"] and m.get("comparison") and m["hypothesis"] in ("non_inferiority", "superiority",
+                                                                          "equivalence")
+        and (m["slice"] is None or hold)
+    ]
+
+
+def gate_power_plan(policy: Policy, metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Cases needed for every critical claim to PASS together at the policy's power.
+
+    With k claims that must all pass, each is planned at power ``p**(1/k)`` (exact when the
+    claims are independent, as disjoint slices are; conservative for metrics measured on the
+    same cases, which are positively correlated). Each claim's ``n_needed``
+    (:func:`stats.power_analysis`, design effect included) is scaled from its own cases to
+    the whole suite by the share of cases it sees (a slice of 100 in 600 cases needs six
+    times its own n in total), and the plan is the largest. None when no claim can be planned.
+    """
+    from gatekeeper.gate import stats
+
+    claims = _claims(policy, metrics)
+    if not claims:
+        return None
+    power = max(float(m.get("power_target") or 0.8) for m in claims)
+    each = power ** (1.0 / len(claims))
+    totals = {m["name"]: m["n"] for m in metrics if m["slice"] is None and m.get("n")}
+    needs: list[tuple[int, str]] = []
+    for m in claims:
+        comp = stats.Comparison(**{**m["comparison"], "discordant": _pair_or_none(m["comparison"]["discordant"])})
+        try:
+            plan = stats.power_analysis(comp, margin=m["margin"], power=min(each, 0.9999),
+                                        hypothesis=m["hypothesis"], direction=m["direction"])
+        except ValueError:
+            continue
+        if plan["n_needed"] is None:
+            continue
+        plan["n_needed"] = max(plan["n_needed"], int(m.get("min_n") or 0))
+        share = comp.n / max(totals.get(m["name"], comp.n), comp.n)
+        label = m["name"] + (f"[{m['slice']['field']}={m['slice']['value']}]" if m["slice"] else "")
+        needs.append((math.ceil(plan["n_needed"] / share), label))
+    if not needs:
+        return None
+    total, driver = max(needs)
+    text = (
+        f"about {total} cases are needed for all {len(claims)} critical claim(s) to pass together with "
+        f"power {power:g} (each planned at {each:.3f}, assuming the models are truly equal); "
+        f"the most demanding is {driver}"
+    )
+    return {"n_needed": total, "claims": len(claims), "power": power, "power_each": each, "driver": driver,
+            "text": text}
+
+
+def _pair_or_none(value: Any) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))

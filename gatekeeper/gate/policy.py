@@ -407,7 +407,7 @@ class MetricSpec(_Section):
     guardrail: Guardrail | None = Field(default=None, validate_default=True)
     min_n: int | None = Field(default=None, ge=1)
     """Below this many paired cases a comparison is INCONCLUSIVE whatever its interval says.
-    Unset: 20 for binary metrics, 50 for others (``stats.default_min_n``; docs/statistics.md
+    Unset: 30 for binary metrics, 50 for others (``stats.default_min_n``; docs/statistics.md
     "Small samples"); 1 turns the minimum off."""
     power: float = Field(default=0.8, gt=0, lt=1)
 

@@ -11,6 +11,17 @@ mean and a confidence interval. The interval method is the policy's choice:
 * ``cluster`` -- cluster-robust (CR1 sandwich) interval when cases come in groups that are
   not independent (several questions about one document, turns of one conversation).
 * ``t`` -- the paired t interval; any metric.
+* ``auto`` (the policy default) -- chosen from the data by :func:`choose_method`: Tango for
+  a binary metric, the cluster-robust interval when the suite declares clusters, BCa for
+  other metrics.
+
+Declared clusters are used by every method that can use them, whatever the policy says:
+the bootstraps resample whole clusters, ``t`` and ``auto`` become the cluster-robust
+interval, and ``tango`` (which assumes independent cases) is replaced by the
+cluster-robust interval. Binary metrics never get a bootstrap or t interval (their
+coverage of paired proportions is poor with few discordant pairs; Fagerland et al. 2014):
+Tango's score interval is used. :class:`Comparison` names the method used and why
+(``method``, ``method_reason``) and, for clustered data, the design effect and the ICC.
 
 A one-sided test at level ``alpha`` (``sides="one"``, the default) reports the two-sided
 ``1 - 2*alpha`` interval, whose lower and upper bounds are each one-sided ``1 - alpha``
@@ -38,16 +49,22 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from scipy import optimize, stats
 
-Method = Literal["bootstrap_bca", "bootstrap_percentile", "tango", "cluster", "t"]
+Method = Literal["auto", "bootstrap_bca", "bootstrap_percentile", "tango", "cluster", "t"]
 Hypothesis = Literal["non_inferiority", "superiority", "equivalence"]
 Direction = Literal["higher", "lower"]
 Sides = Literal["one", "two"]
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 
-METHODS: tuple[str, ...] = ("bootstrap_bca", "bootstrap_percentile", "tango", "cluster", "t")
+METHODS: tuple[str, ...] = ("auto", "bootstrap_bca", "bootstrap_percentile", "tango", "cluster", "t")
 HYPOTHESES: tuple[str, ...] = ("non_inferiority", "superiority", "equivalence")
 FEW_DISCORDANT_PAIRS = 10
 """Below this many discordant pairs a bootstrap interval on a binary metric is unreliable."""
+MIN_N_BINARY = 30
+"""Default minimum n for a binary metric: from here Tango's interval holds alpha (at n = 20 it
+promotes up to 5.5 % at a 5 % alpha; docs/statistics.md "Small samples")."""
+MIN_N_CONTINUOUS = 50
+"""Default minimum n for other metrics: below it the bootstrap and t intervals of skewed scores
+with many exact 0s and 1s promote at up to 1.6 x alpha (docs/benchmarks.md)."""
 BCA_MAX_CASES = 20_000
 """Above this many cases BCa's O(n^2) jackknife is replaced by the percentile interval."""
 _BOOTSTRAP_BATCH = 256
@@ -81,6 +98,14 @@ class Comparison:
     note: str = ""
     n_baseline: int | None = None
     n_candidate: int | None = None
+    requested_method: str = ""
+    """The policy's ``ci_method``; ``method`` is what was used (see :func:`choose_method`)."""
+    method_reason: str = ""
+    """Why ``method`` was used, in words the report shows."""
+    design_effect: float | None = None
+    """Clustered data: Var(mean) under clustering / Var(mean) if cases were independent."""
+    icc: float | None = None
+    """Clustered data: intra-cluster correlation of the paired differences, from the design effect."""
 
 
 class _Interval(NamedTuple):
@@ -135,10 +160,10 @@ def average_epochs(scores: Mapping[str, Sequence[float | None]]) -> dict[str, fl
     comparison's ``n`` then shows how many cases were actually used.
     """
     means: dict[str, float] = {}
-    for case_id, epochs in scores.items():
-        values = _finite(epochs)
-        if values.size:
-            means[case_id] = float(values.mean())
+    for case_id, epochs in scores.items():  # plain Python: numpy costs ~50 us per tiny array
+        kept = [number for v in epochs if v is not None and math.isfinite(number := float(v))]
+        if kept:
+            means[case_id] = kept[0] if len(kept) == 1 else math.fsum(kept) / len(kept)
     return means
 
 
@@ -362,16 +387,143 @@ def _discordant(base: np.ndarray, cand: np.ndarray) -> tuple[int, int]:
     return int(np.sum((cand == 1.0) & (base == 0.0))), int(np.sum((base == 1.0) & (cand == 0.0)))
 
 
-def _cluster_labels(ids: list[str], clusters: Mapping[str, str] | None) -> list[str]:
+def _cluster_labels(ids: list[str], clusters: Mapping[str, str] | None, *, required: bool) -> list[str] | None:
+    """The cluster of each paired case, or None when the cases are independent.
+
+    Cases whose cluster is missing count as clusters of their own when the method does not
+    require clusters; ``cluster`` requires one for every case.
+    """
     if clusters is None:
-        raise ValueError("method 'cluster' needs a cluster for each case (clusters=...)")
+        if required:
+            raise ValueError("method 'cluster' needs a cluster for each case (clusters=...)")
+        return None
     missing = [case_id for case_id in ids if case_id not in clusters or clusters[case_id] is None]
-    if missing:
+    if missing and required:
         raise ValueError(
             f"method 'cluster' needs a cluster for each case; {len(missing)} case(s) have none, "
             f"e.g. {missing[0]!r}"
         )
-    return [str(clusters[case_id]) for case_id in ids]
+    labels = [str(clusters[case_id]) if case_id not in missing else f"\0{case_id}" for case_id in ids]
+    return labels
+
+
+def _is_clustered(labels: list[str] | None) -> bool:
+    """True when at least one cluster holds more than one case."""
+    return labels is not None and len(set(labels)) < len(labels)
+
+
+def design_effect(diffs: Sequence[float], clusters: Sequence[str]) -> tuple[float, float]:
+    """Design effect of the mean paired difference under clustering, and the implied ICC.
+
+    ``deff = sum_g (sum_{i in g} e_i)^2 / sum_i e_i^2`` with ``e_i = d_i - mean(d)``: the
+    ratio of the cluster-robust (CR0) variance of the mean to the variance it would have if
+    the cases were independent. With clusters of sizes m_g, ``deff = 1 + (m_w - 1) * icc``
+    where ``m_w = sum m_g^2 / n`` (Kish 1965; Donner & Klar 2000, for unequal sizes), so
+    ``icc = (deff - 1) / (m_w - 1)``. Both are moment estimates from the data at hand and
+    can fall below 1 and 0 by chance; :func:`power_analysis` plans with ``max(deff, 1)``.
+    """
+    values = np.asarray(diffs, dtype=float)
+    _, group = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    residuals = values - values.mean()
+    total = float(np.sum(residuals**2))
+    sizes = np.bincount(group)
+    m_w = float(np.sum(sizes.astype(float) ** 2)) / values.size
+    if total == 0.0:
+        return 1.0, 0.0
+    deff = float(np.sum(np.bincount(group, weights=residuals) ** 2)) / total
+    icc = (deff - 1.0) / (m_w - 1.0) if m_w > 1.0 else 0.0
+    return deff, icc
+
+
+def cluster_bootstrap_ci(
+    diffs: Sequence[float],
+    clusters: Sequence[str],
+    *,
+    alpha: float = 0.05,
+    sides: Sides = "one",
+    method: Literal["BCa", "percentile"] = "BCa",
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval for the mean difference that resamples whole clusters.
+
+    Each cluster contributes its sum of differences and its size; a resample draws G
+    clusters with replacement and the statistic is sum(sums) / sum(sizes), the mean over
+    the drawn cases (Davison & Hinkley 1997, sec. 3.8; Field & Welsh 2007). Passed to
+    :func:`scipy.stats.bootstrap` as two paired samples, so BCa's jackknife leaves out one
+    cluster at a time. With one case per cluster it is the ordinary paired bootstrap.
+    """
+    level = _confidence_level(alpha, sides)
+    values = np.asarray(diffs, dtype=float)
+    _, group = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    n_clusters = int(group.max()) + 1 if values.size else 0
+    if n_clusters < 2:
+        raise ValueError(f"need at least 2 clusters for a cluster bootstrap, got {n_clusters}")
+    sums = np.bincount(group, weights=values)
+    sizes = np.bincount(group).astype(float)
+    if _constant(values):
+        return float(values[0]), float(values[0])
+
+    def ratio(s: np.ndarray, m: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.asarray(s.sum(axis=axis) / m.sum(axis=axis))
+
+    def run(kind: str, previous: Any = None) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return stats.bootstrap(
+                (sums, sizes), ratio, paired=True, vectorized=True, confidence_level=level, method=kind,
+                n_resamples=0 if previous is not None else n_resamples, bootstrap_result=previous,
+                batch=_BOOTSTRAP_BATCH, rng=np.random.default_rng(seed),
+            )
+
+    result = run("BCa" if method.lower() == "bca" else "percentile")
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        result = run("percentile", result)
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return low, high
+
+
+def choose_method(requested: str, *, binary: bool, clustered: bool) -> tuple[str, str]:
+    """The interval method to use for ``requested`` on this data, and why (for the report).
+
+    * clustered data: ``cluster`` for ``cluster``, ``t``, ``auto`` and ``tango`` (Tango's
+      interval assumes independent cases and cannot use clusters); the bootstraps resample
+      clusters (``bootstrap_bca`` / ``bootstrap_percentile`` are kept as names, with
+      ``cluster_`` prefixed).
+    * independent binary data: ``tango`` for every method but ``cluster`` -- the bootstrap
+      and t intervals of a paired proportion promote about twice as often as alpha allows
+      at n = 20-50 (docs/benchmarks.md), Tango's score interval holds it.
+    * independent other data: ``auto`` is ``bootstrap_bca``; explicit choices are kept.
+    """
+    if requested not in METHODS:
+        raise ValueError(f"unknown method {requested!r}; expected one of {', '.join(METHODS)}")
+    if clustered:
+        if requested.startswith("bootstrap"):
+            return f"cluster_{requested}", "the suite declares clusters: the bootstrap resamples whole clusters"
+        if requested == "cluster":
+            return "cluster", "the policy asks for the cluster-robust interval"
+        why = {
+            "tango": "Tango's interval assumes independent cases and cannot use the suite's clusters",
+            "t": "the paired t interval with clusters is the cluster-robust interval",
+            "auto": "the suite declares clusters",
+        }[requested]
+        return "cluster", f"{why}: used the cluster-robust (CR1) interval"
+    if binary and requested != "cluster":
+        if requested == "tango":
+            return "tango", "the policy asks for Tango's score interval (binary metric)"
+        if requested == "auto":
+            return "tango", "binary metric: Tango's score interval, which holds alpha down to small n"
+        return "tango", (
+            f"binary metric: {requested} is replaced because its coverage of paired proportions is poor "
+            "with few discordant pairs; used Tango's score interval, which holds alpha down to small n"
+        )
+    if requested == "auto":
+        return "bootstrap_bca", "continuous metric: the paired BCa bootstrap"
+    if requested == "cluster":
+        return "cluster", "the policy asks for the cluster-robust interval; each case is its own cluster"
+    return requested, f"the policy asks for {requested}"
 
 
 def _paired_interval(
@@ -384,7 +536,7 @@ def _paired_interval(
     cluster_labels: list[str] | None,
     seed: int,
 ) -> tuple[_Interval, str]:
-    """The interval by ``method``, and the method actually used (binary ties -> tango)."""
+    """The interval by the resolved ``method``, and the method actually used (binary ties -> tango)."""
     diffs = cand - base
     binary = is_binary(base) and is_binary(cand)
     if method == "tango":
@@ -395,14 +547,26 @@ def _paired_interval(
             )
         n10, n01 = _discordant(base, cand)
         return _Interval(*tango_ci(n10, n01, diffs.size, alpha=alpha, sides=sides)), "tango"
-    if method != "cluster" and binary and _constant(diffs):
+    if method == "cluster":
+        labels = cluster_labels if cluster_labels is not None else [str(i) for i in range(diffs.size)]
+        if binary and _constant(diffs) and not _is_clustered(labels):
+            n10, n01 = _discordant(base, cand)
+            low, high = tango_ci(n10, n01, diffs.size, alpha=alpha, sides=sides)
+            return _Interval(low, high, "no discordant pairs: used the Tango score interval"), "tango"
+        if _constant(diffs):
+            only = float(diffs[0])
+            return _Interval(only, only, "all paired differences are equal: the interval has zero width"), method
+        return _Interval(*cluster_robust_ci(diffs, labels, alpha=alpha, sides=sides)), method
+    if method.startswith("cluster_bootstrap"):
+        assert cluster_labels is not None
+        kind: Literal["BCa", "percentile"] = "BCa" if method.endswith("bca") else "percentile"
+        low, high = cluster_bootstrap_ci(diffs, cluster_labels, alpha=alpha, sides=sides, method=kind, seed=seed)
+        return _Interval(low, high), method
+    if binary and _constant(diffs):
         n10, n01 = _discordant(base, cand)
         low, high = tango_ci(n10, n01, diffs.size, alpha=alpha, sides=sides)
         reason = f"no discordant pairs: {method} is degenerate, used the Tango score interval"
         return _Interval(low, high, reason), "tango"
-    if method == "cluster":
-        assert cluster_labels is not None
-        return _Interval(*cluster_robust_ci(diffs, cluster_labels, alpha=alpha, sides=sides)), method
     if method == "t":
         return _t_interval(diffs, alpha=alpha, sides=sides), method
     kind = "BCa" if method == "bootstrap_bca" else "percentile"
@@ -416,7 +580,7 @@ def compare(
     baseline: Mapping[str, float],
     candidate: Mapping[str, float],
     *,
-    method: Method = "bootstrap_bca",
+    method: Method = "auto",
     alpha: float = 0.05,
     sides: Sides = "one",
     clusters: Mapping[str, str] | None = None,
@@ -425,11 +589,13 @@ def compare(
     """Compare per-case scores of candidate and baseline (case id -> score).
 
     Only case ids present in both with a finite score are paired (None/NaN are dropped;
-    ``n`` says how many were used). The interval is the policy's ``method``; for a binary
-    metric with no discordant pairs the bootstrap and t intervals are degenerate, so the
-    Tango interval is used and ``note`` says so. Raises ValueError for fewer than 2 pairs
-    ("need at least 2 paired cases"), for ``tango`` on non-binary scores, and for
-    ``cluster`` without a cluster for every paired case.
+    ``n`` says how many were used). The interval is the policy's ``method`` as resolved by
+    :func:`choose_method` for this data: declared clusters (``clusters``, case id ->
+    cluster) are used whenever a cluster holds more than one case, and binary metrics get
+    Tango's interval. ``method`` in the result is the method used and ``method_reason``
+    says why. Raises ValueError for fewer than 2 pairs ("need at least 2 paired cases"),
+    for clustered data with fewer than 2 clusters ("need at least 2 clusters"), for
+    ``tango`` on non-binary scores, and for ``cluster`` without a cluster for every case.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -437,21 +603,32 @@ def compare(
     ids, base, cand = _pair(baseline, candidate)
     if len(ids) < 2:
         raise ValueError(f"need at least 2 paired cases, got {len(ids)}")
-    labels = _cluster_labels(ids, clusters) if method == "cluster" else None
-    interval, used = _paired_interval(
-        method, base, cand, alpha=alpha, sides=sides, cluster_labels=labels, seed=seed
-    )
+    labels = _cluster_labels(ids, clusters, required=method == "cluster")
+    clustered = _is_clustered(labels)
     binary = is_binary(base) and is_binary(cand)
+    diffs = cand - base
+    if clustered:
+        assert labels is not None
+        if len(set(labels)) < 2:
+            raise ValueError(f"need at least 2 clusters for a clustered comparison, got {len(set(labels))}")
+    resolved, why = choose_method(method, binary=binary, clustered=clustered)
+    interval, used = _paired_interval(
+        resolved, base, cand, alpha=alpha, sides=sides, cluster_labels=labels if clustered else None, seed=seed
+    )
     discordant = _discordant(base, cand) if binary else None
     notes = [interval.note] if interval.note else []
-    if binary and used.startswith("bootstrap") and discordant and sum(discordant) < FEW_DISCORDANT_PAIRS:
-        notes.append(f"only {sum(discordant)} discordant pairs: the bootstrap is unreliable, prefer 'tango'")
-    if clusters is not None and method != "cluster":
-        notes.append(f"clusters ignored by method {method!r}; use 'cluster' to account for them")
-    diffs = cand - base
+    if binary and (interval.low < -1.0 or interval.high > 1.0):  # a t-based interval on few clusters
+        interval = _Interval(max(interval.low, -1.0), min(interval.high, 1.0), interval.note)
+    deff = icc = None
+    if clustered:
+        assert labels is not None
+        deff, icc = design_effect(diffs, labels)
+        notes.append(
+            f"{len(set(labels))} clusters: design effect {deff:.2f}, intra-cluster correlation {icc:.2f}"
+        )
     return Comparison(
         n=len(ids),
-        n_clusters=len(set(labels)) if labels is not None else None,
+        n_clusters=len(set(labels)) if labels is not None and (clustered or method == "cluster") else None,
         baseline_mean=float(base.mean()),
         candidate_mean=float(cand.mean()),
         delta=float(diffs.mean()),
@@ -463,7 +640,16 @@ def compare(
         discordant=discordant,
         sd_diff=float(diffs.std(ddof=1)),
         note="; ".join(notes),
+        requested_method=method,
+        method_reason=why,
+        design_effect=deff,
+        icc=icc,
     )
+
+
+def default_min_n(c: Comparison) -> int:
+    """The minimum n a comparison needs when the policy sets none: by the kind of metric."""
+    return MIN_N_BINARY if c.discordant is not None else MIN_N_CONTINUOUS
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -596,11 +782,14 @@ def _planning_variance(c: Comparison, effect: float) -> tuple[float, float | Non
 
     Binary: (n10 + n01)/n - effect^2 (the variance of a difference in {-1, 0, 1} with that
     discordance rate and mean). Otherwise the observed variance of the differences.
+    Clustered data: times the design effect (at least 1), so n counts cases in clusters
+    like the ones observed.
     """
+    inflation = max(c.design_effect or 1.0, 1.0)
     if c.discordant is None:
-        return c.sd_diff**2, None
+        return c.sd_diff**2 * inflation, None
     discordance = sum(c.discordant) / c.n
-    return max(discordance - effect**2, 0.0), discordance
+    return max(discordance - effect**2, 0.0) * inflation, discordance
 
 
 def power_analysis(
@@ -630,7 +819,10 @@ def power_analysis(
       or the differences have no variance (nothing to plan from).
     * ``n_needed_observed`` -- the same if the true effect equals the observed improvement.
 
-    ``alpha`` defaults to the comparison's alpha.
+    Clustered comparisons plan with the per-case variance times the observed design effect
+    (at least 1; ``design_effect`` and ``icc`` are reported), and ``clusters_needed`` is
+    ``n_needed`` divided by the mean cluster size. ``alpha`` defaults to the comparison's
+    alpha.
     """
     _check_margin(hypothesis, margin)
     if c.n_baseline is not None:
@@ -668,7 +860,17 @@ def power_analysis(
         "n_needed": needed(assumed),
         "observed_effect": float(observed),
         "n_needed_observed": needed(observed),
+        "design_effect": None if c.design_effect is None else max(float(c.design_effect), 1.0),
+        "icc": c.icc,
+        "clusters_needed": _clusters_needed(c, needed(assumed)),
     }
+
+
+def _clusters_needed(c: Comparison, n_needed: int | None) -> int | None:
+    """Clusters of the observed mean size that hold ``n_needed`` cases (clustered data only)."""
+    if n_needed is None or c.design_effect is None or not c.n_clusters:
+        return None
+    return math.ceil(n_needed / (c.n / c.n_clusters))
 
 
 # --------------------------------------------------------------------------- unpaired

@@ -10,6 +10,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ import pluggy
 from gatekeeper import hookspecs
 from gatekeeper.host.registry import Register, make_registries
 from gatekeeper.kinds import Registries
-from gatekeeper.types import Config, PluginError
+from gatekeeper.types import Config, PluginError, UsageError
 
 ENTRY_POINT_GROUP = "gatekeeper"
+DISTRIBUTION = "llm-gatekeeper"
+"""The core's distribution name on the package index (the import name and the command are ``gatekeeper``)."""
 DISABLE_AUTOLOAD_ENV = "GATEKEEPER_DISABLE_PLUGIN_AUTOLOAD"
 TRACE_ENV = "GATEKEEPER_TRACE_PLUGINS"
 LOCAL_PLUGIN_FILE = "gatekeeper_plugins.py"
@@ -36,6 +39,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("suite_loader", "gatekeeper.builtin.suite_loader"),
     ("providers", "gatekeeper.builtin.providers.local"),
     ("openai", "gatekeeper.builtin.providers.openai.provider"),
+    ("openai_ft", "gatekeeper.builtin.tuners.openai_ft"),
     ("evaluators", "gatekeeper.builtin.scoring.evaluators"),
     ("grounding", "gatekeeper.builtin.scoring.grounding"),
     ("judges", "gatekeeper.builtin.scoring.judges"),
@@ -53,7 +57,9 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("loop", "gatekeeper.builtin.commands.loop"),
     ("signal_sources", "gatekeeper.builtin.signal_sources"),
     ("signals_commands", "gatekeeper.builtin.commands.signals"),
+    ("classify", "gatekeeper.builtin.commands.classify"),
     ("scaffold", "gatekeeper.builtin.commands.scaffold"),
+    ("devtools_commands", "gatekeeper.builtin.commands.devtools"),
 )
 
 
@@ -109,9 +115,25 @@ def check_api_version(name: str, plugin: object) -> str:
 
 def _gatekeeper_version() -> str:
     try:
-        return importlib.metadata.version("gatekeeper")
+        return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+MAX_MODULE_NAME = 200
+
+
+def _check_module_name(name: str, config: Config) -> None:
+    """A ``-p``/``plugins:`` entry must be a dotted module name: anything else (a path, a
+    name longer than a file name may be) is the user's mistake (exit 4), not a plugin crash."""
+    if len(name) > MAX_MODULE_NAME or not _MODULE_NAME.match(name):
+        shown = name if len(name) <= 60 else f"{name[:57]}..."
+        where = config.source if name in config.plugins else None
+        raise UsageError(
+            f"plugin {shown!r} is not a module name (dotted Python identifiers, "
+            f"at most {MAX_MODULE_NAME} characters)", file=where, field="plugins" if where else "-p",
+        )
 
 
 class PluginHost:
@@ -127,6 +149,7 @@ class PluginHost:
         self._registries = make_registries()
         self.registries = Registries(**self._registries)
         self.blocked = set(blocked)
+        self.extra = list(extra)
         for name in self.blocked:
             self.pm.set_blocked(name)
         self._trace_undo: Any = None
@@ -135,10 +158,11 @@ class PluginHost:
         for name, module in DEFAULT_PLUGINS:
             if name not in self.blocked:
                 self._register(name, self._import(name, module), PluginInfo(
-                    name, "builtin", "gatekeeper", version))
+                    name, "builtin", DISTRIBUTION, version))
         if not os.environ.get(DISABLE_AUTOLOAD_ENV):
             self._load_entry_points()
         for module in [*config.plugins, *extra]:
+            _check_module_name(module, config)
             if module not in self.blocked:
                 self._register(module, self._import(module, module), PluginInfo(module, "option"))
         self._load_local_file(config.root / LOCAL_PLUGIN_FILE)

@@ -14,6 +14,7 @@ from gatekeeper.kinds import (
     Command,
     DeployTarget,
     Detector,
+    Engine,
     Entry,
     Evaluator,
     ModelProvider,
@@ -93,6 +94,7 @@ def make_registries() -> dict[str, Registry[Any]]:
         "deploy_targets": ("deploy target", DeployTarget),
         "reporters": ("reporter", Reporter),
         "commands": ("command", Command),
+        "engines": ("engine", Engine),
     }
     assert tuple(kinds) == Registries.KEYS
     return {key: Registry(kind, base, f"gatekeeper_register_{key}") for key, (kind, base) in kinds.items()}

@@ -24,10 +24,15 @@ _SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class Locator:
     """Maps a field path such as ``("cases", 3, "id")`` to a 1-based line number."""
 
-    def __init__(self, root: yaml.Node | None) -> None:
+    def __init__(self, root: yaml.Node | None, offset: int = 0) -> None:
         self.root = root
+        self.offset = offset
 
     def line(self, path: tuple[Any, ...]) -> int | None:
+        line = self._line(path)
+        return None if line is None else line + self.offset
+
+    def _line(self, path: tuple[Any, ...]) -> int | None:
         node = self.root
         if node is None:
             return None
@@ -50,31 +55,138 @@ class Locator:
         return best
 
 
+MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
+"""The largest YAML file read (a suite with thousands of inline cases is a few MB)."""
+
+MAX_EXPANDED_NODES = 2_000_000
+"""The most nodes a document may have once its aliases are expanded: ``billion laughs``
+(a few lines of nested aliases that expand to gigabytes) is refused before anything
+walks the expanded data, instead of running for minutes at gigabytes of memory."""
+
+
 def load(path: Path) -> tuple[Any, Locator]:
-    """Parse ``path`` with the safe loader. Raises UsageError with the line on bad YAML."""
+    """Parse ``path`` with the safe loader. Raises UsageError with the line on bad YAML,
+    on duplicate keys, on text that is not UTF-8, and on documents too large to be data."""
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_DOCUMENT_BYTES:
+            raise UsageError(
+                f"file is {size} bytes; YAML files are limited to {MAX_DOCUMENT_BYTES} bytes",
+                file=str(path),
+            )
+        raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    return load_text(decode(raw, path), path)
+
+
+def decode(raw: bytes, path: Path | str) -> str:
+    """``raw`` as UTF-8 text, or a UsageError naming the line of the first invalid byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UsageError(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})", file=str(path), line=line
+        ) from None
+
+
+def load_text(text: str, path: Path, *, first_line: int = 1) -> tuple[Any, Locator]:
+    """Parse YAML ``text`` read from ``path`` (``first_line``: where it starts in the file,
+    for front matter); the checks of :func:`load`."""
+    offset = first_line - 1
     try:
         # One parse: the node tree locates fields, and the data is constructed from it.
         node = yaml.compose(text, Loader=_SafeLoader)
-        data = None if node is None else _SafeLoader("").construct_document(node)
     except yaml.YAMLError as fast_error:
         # Bad YAML is rare: parse it again in pure Python, whose messages and lines point
         # at the offending line (libyaml's often at the end of the file).
         try:
             yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
-            raise _invalid(exc, path) from None
-        raise _invalid(fast_error, path) from None
-    return data, Locator(node)
+            raise _invalid(exc, path, offset) from None
+        raise _invalid(fast_error, path, offset) from None
+    if node is not None:
+        _check_tree(node, path, offset)
+    try:
+        data = None if node is None else _SafeLoader("").construct_document(node)
+    except yaml.YAMLError as exc:
+        raise _invalid(exc, path, offset) from None
+    except RecursionError:
+        raise UsageError("YAML nested too deeply", file=str(path)) from None
+    return data, Locator(node, offset)
 
 
-def _invalid(exc: yaml.YAMLError, path: Path) -> UsageError:
+def _check_tree(root: yaml.Node, path: Path, offset: int) -> None:
+    """Refuse duplicate mapping keys (both lines named), recursive aliases, and documents
+    whose alias expansion exceeds :data:`MAX_EXPANDED_NODES`. Each distinct node is visited
+    once (aliases share nodes), so the check costs what the file's text does."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    # Iterative post-order walk: deep nesting must not hit Python's recursion limit.
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            children = _children(node)
+            total = 1 + sum(sizes[id(c)] for c in children)
+            if total > MAX_EXPANDED_NODES:
+                raise UsageError(
+                    f"YAML aliases expand to more than {MAX_EXPANDED_NODES} values "
+                    "(an alias bomb?); write the data out or split the file",
+                    file=str(path), line=node.start_mark.line + 1 + offset,
+                )
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            raise UsageError(
+                "recursive YAML alias", file=str(path), line=node.start_mark.line + 1 + offset
+            )
+        active.add(key)
+        if isinstance(node, yaml.MappingNode):
+            _check_duplicate_keys(node, path, offset)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in active:
+                raise UsageError(
+                    "recursive YAML alias", file=str(path), line=child.start_mark.line + 1 + offset
+                )
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_duplicate_keys(node: yaml.MappingNode, path: Path, offset: int) -> None:
+    """A second ``hypothesis:`` or ``cases:`` silently replaced the first: refuse it."""
+    seen: dict[str, int] = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        line = key.start_mark.line + 1 + offset
+        if key.value in seen:
+            raise UsageError(
+                f"duplicate key {key.value!r} (first at line {seen[key.value]}; "
+                "YAML would silently keep only the last)",
+                file=str(path), line=line, field=key.value,
+            )
+        seen[key.value] = line
+
+
+def _invalid(exc: yaml.YAMLError, path: Path, offset: int = 0) -> UsageError:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
-    line = mark.line + 1 if mark is not None else None
+    line = mark.line + 1 + offset if mark is not None else None
     return UsageError(f"invalid YAML: {problem}", file=str(path), line=line)
 
 

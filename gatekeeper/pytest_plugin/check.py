@@ -69,6 +69,14 @@ class CheckRun:
         record["_written"] = [str(p) for p in written]
         return record
 
+    def _verified(self, record: dict[str, Any], path: Path) -> dict[str, Any]:
+        """A record another worker shared, once the audit trail vouches for it."""
+        from gatekeeper.gate.integrity import require_intact
+
+        config = self.state.session.config
+        require_intact(record, Path(config.path(config.audit_log)), where=path)
+        return record
+
     def _shared(self) -> dict[str, Any]:
         from filelock import FileLock
 
@@ -76,7 +84,7 @@ class CheckRun:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock"):
             if path.is_file():
-                return dict(json.loads(path.read_text(encoding="utf-8")))
+                return self._verified(dict(json.loads(path.read_text(encoding="utf-8"))), path)
             record = self._run()
             path.write_text(json.dumps(record, default=str), encoding="utf-8")
             return record

@@ -26,6 +26,8 @@ MAX_TEXT = 4000
 """Characters of an output, question or reference shown; the record holds the rest."""
 MAX_CONTEXT = 6000
 HISTOGRAM_BINS = 10
+VERDICT_LABEL_WIDTH = 130
+"""Pixels right of a forest plot for its verdict labels: bold "INCONCLUSIVE" needs about 100 (12 px DejaVu Sans)."""
 MAX_CASE_ROWS = 20_000
 """Rows of the all-cases table; about 200 bytes each."""
 
@@ -187,7 +189,9 @@ def forest(rows: Sequence[Mapping[str, Any]], *, label_width: int = 230, plot_wi
         r.x_bounds = [x(b) for b in r.bounds]
     ticks = [(x(t), f"{t:+.2f}" if t else "0") for t in nice_ticks(lo, hi)]
     height = top + len(items) * row_height + 34
-    return Forest(items, label_width + plot_width + 90, height, label_width, plot_width, x(0.0), ticks)
+    # Room right of the plot for the longest verdict label ("INCONCLUSIVE", bold, ~100 px).
+    return Forest(items, label_width + plot_width + VERDICT_LABEL_WIDTH, height, label_width, plot_width, x(0.0),
+                  ticks)
 
 
 def scale_groups(rows: Sequence[Mapping[str, Any]], ratio: float = 20.0) -> list[list[Mapping[str, Any]]]:
@@ -290,6 +294,58 @@ def _histogram_geometry(metric: str, models: list[str], counts: dict[str, list[i
         ticks = [(round(left + i * plot_w / 5, 2), f"{lo + i * (hi - lo) / 5:.2g}") for i in range(6)]
     means = {m: (sum(v) / len(v) if v else None) for m, v in per_model.items()}
     return Histogram(metric, models, bars, ticks, max_count, means, {m: len(per_model[m]) for m in models})
+
+
+# --------------------------------------------------------------------------- which rule decided
+
+_TESTS = {"non_inferiority": "non-inferiority test", "superiority": "superiority test",
+          "equivalence": "equivalence test"}
+
+
+def deciding_rule(m: Mapping[str, Any]) -> str:
+    """One sentence saying which of the policy's rules decided a metric's verdict.
+
+    A metric can have a margin test and an absolute guardrail, and a verdict can be turned
+    INCONCLUSIVE by too few cases or by the familywise (Bonferroni) level; the reason lists
+    each, which reads as a contradiction when the test passes and the guardrail fails.
+    """
+    from types import SimpleNamespace
+
+    from gatekeeper.gate import stats
+
+    verdict = str(m.get("verdict"))
+    if verdict in ("NODATA", "ERROR"):
+        return f"No rule could decide: {verdict} (no paired scores to compare)." if verdict == "NODATA" else \
+            "No rule could decide: scoring errors (see the reason)."
+    test = _TESTS.get(str(m.get("hypothesis")))
+    margin_v = None
+    if test and m.get("ci_low") is not None and m.get("ci_high") is not None and m.get("margin") is not None:
+        try:
+            margin_v = stats.verdict(SimpleNamespace(ci_low=float(m["ci_low"]), ci_high=float(m["ci_high"])),  # type: ignore[arg-type]
+                                     hypothesis=m["hypothesis"], margin=float(m["margin"]),
+                                     direction=m.get("direction") or "higher")
+        except (TypeError, ValueError):
+            margin_v = None
+    guard = (m.get("guardrail") or {}).get("verdict")
+    if margin_v and guard:
+        if margin_v == guard == verdict:
+            return f"Both rules agree: the {test} and the guardrail each say {verdict}."
+        if guard == verdict != margin_v:
+            return f"The guardrail decided: the {test} says {margin_v}, but the guardrail says {guard}, so {verdict}."
+        if margin_v == verdict != guard:
+            return f"The {test} decided: it says {margin_v}, the guardrail {guard}, so {verdict}."
+    if margin_v and margin_v != verdict:
+        n, min_n = m.get("n"), m.get("min_n")
+        if n is not None and min_n is not None and n < min_n:
+            return (f"Too few cases decided: the {test} alone says {margin_v}, but n = {n} is below "
+                    f"min_n {min_n}, so {verdict}.")
+        return (f"The familywise level decided: the {test} alone says {margin_v}, which does not hold "
+                f"after the Bonferroni correction over slices, so {verdict}.")
+    if margin_v:
+        return f"The {test} decided: {verdict}."
+    if guard:
+        return f"The guardrail decided: {verdict}."
+    return f"{verdict} (see the reason)."
 
 
 # --------------------------------------------------------------------------- cases

@@ -15,6 +15,7 @@ from typing import Any
 
 from gatekeeper.kinds import Reporter
 from gatekeeper.reports.common import ATTESTATIONS_KEY, ci_level, fmt, record_body, signed, slice_label
+from gatekeeper.reports.escaping import visible
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORT_FILE = "report.html"
@@ -46,17 +47,31 @@ def _short(value: Any) -> str:
     return "·" if value is None else f"{value:.3g}"
 
 
+def _visible(value: Any) -> Any:
+    """Every ``{{ }}`` string shows control, bidi and zero-width characters as markers.
+
+    Markup the template made itself (``Markup``) passes unchanged; it is escaped already.
+    """
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible(value)
+    return value
+
+
 def _environment() -> Any:
     from jinja2 import ChainableUndefined, FileSystemLoader
     from jinja2.sandbox import SandboxedEnvironment
 
     env = SandboxedEnvironment(
         loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=ChainableUndefined,
-        trim_blocks=True, lstrip_blocks=True,
+        trim_blocks=True, lstrip_blocks=True, finalize=_visible,
     )
     env.filters.update(fmt=fmt, signed=signed, compact=_compact, short=_short,
                        pct=lambda v: "—" if v is None else f"{100 * v:.1f}%")
-    env.globals.update(slice_label=slice_label, ci_level=ci_level)
+    from gatekeeper.reports.analysis import deciding_rule
+
+    env.globals.update(slice_label=slice_label, ci_level=ci_level, deciding_rule=deciding_rule)
     return env
 
 

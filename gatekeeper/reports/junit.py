@@ -1,4 +1,14 @@
-"""The JUnit XML reporter: what CI systems show as test results."""
+"""The JUnit XML reporter: what CI systems show as test results.
+
+A run has a testcase per case × metric. A check has the policy's verdicts (a testcase per
+metric × slice), then the candidate's failing cases as failures and the most-regressed
+cases (candidate vs baseline) as passed testcases whose output says what changed, both
+capped at :data:`MAX_CASES` with a last testcase pointing to the full report.
+
+Every name, message and text goes through :func:`~gatekeeper.reports.escaping.xml_text`:
+ElementTree escapes markup but writes characters XML 1.0 forbids verbatim, and one control
+character in an output would make the whole file unreadable to the CI system.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.kinds import Reporter
+from gatekeeper.reports.analysis import failures, worst_regressions
 from gatekeeper.reports.common import fmt
+from gatekeeper.reports.escaping import xml_text
+
+MAX_CASES = 50
+"""Failing and most-regressed cases listed in a check's junit.xml (each); the report has all."""
+MAX_MESSAGE = 500
+
+
+def _el(parent: ET.Element, tag: str, text: Any = None, **attrs: Any) -> ET.Element:
+    """A sub-element whose attributes and text are XML-safe (see the module docstring)."""
+    el = ET.SubElement(parent, tag, {k: xml_text(v) for k, v in attrs.items()})
+    if text is not None:
+        el.text = xml_text(text)
+    return el
+
+
+def _msg(text: Any) -> str:
+    return xml_text(text)[:MAX_MESSAGE]
 
 
 def _junit_run(record: dict[str, Any]) -> ET.Element:
@@ -19,11 +47,11 @@ def _junit_run(record: dict[str, Any]) -> ET.Element:
         case = index[row["key"]]
         sname = f"{case['suite']}[{row['model']}]"
         if sname not in suites:
-            suites[sname] = ET.SubElement(root, "testsuite", name=sname)
+            suites[sname] = _el(root, "testsuite", name=sname)
             counts[sname] = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         epoch = f"#{row['epoch']}" if row["epoch"] else ""
         for metric, score in row["scores"].items():
-            tc = ET.SubElement(
+            tc = _el(
                 suites[sname], "testcase", classname=f"{case['suite']}.{row['model']}",
                 name=f"{case['id']}{epoch}[{metric}]",
                 time=f"{(row['latency_ms'] or 0) / 1000:.3f}",
@@ -31,15 +59,13 @@ def _junit_run(record: dict[str, Any]) -> ET.Element:
             counts[sname]["tests"] += 1
             message = f"{metric}={fmt(score['value'])}: {score['reason']}"
             if score["status"] == "error":
-                ET.SubElement(tc, "error", message=message[:500]).text = score["reason"]
+                _el(tc, "error", score["reason"], message=_msg(message))
                 counts[sname]["errors"] += 1
             elif score["value"] is None:
-                ET.SubElement(tc, "skipped", message=f"NODATA: {score['reason']}"[:500])
+                _el(tc, "skipped", message=_msg(f"NODATA: {score['reason']}"))
                 counts[sname]["skipped"] += 1
             elif score["passed"] is False:
-                ET.SubElement(tc, "failure", message=message[:500]).text = (
-                    f"{message}\n\noutput:\n{row['output']}"
-                )
+                _el(tc, "failure", f"{message}\n\noutput:\n{row['output']}", message=_msg(message))
                 counts[sname]["failures"] += 1
     for sname, el in suites.items():
         for key, value in counts[sname].items():
@@ -48,34 +74,95 @@ def _junit_run(record: dict[str, Any]) -> ET.Element:
 
 
 def _junit_check(record: dict[str, Any]) -> ET.Element:
-    root = ET.Element("testsuites", name=f"gatekeeper check {record['run_id']}: {record['decision']}")
-    suite = ET.SubElement(root, "testsuite", name=f"policy {record['policy']['id']}")
+    root = ET.Element("testsuites", name=xml_text(f"gatekeeper check {record['run_id']}: {record['decision']}"))
+    suite = _el(root, "testsuite", name=f"policy {record['policy']['id']}")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for m in record["metrics"]:
         slice_name = f"[{m['slice']['field']}={m['slice']['value']}]" if m.get("slice") else ""
-        tc = ET.SubElement(
-            suite, "testcase", classname=f"policy.{record['policy']['id']}",
-            name=f"{m['name']}{slice_name}",
-        )
+        tc = _el(suite, "testcase", classname=f"policy.{record['policy']['id']}", name=f"{m['name']}{slice_name}")
         totals["tests"] += 1
         message = m["reason"]
         if m["verdict"] == "FAIL":
-            ET.SubElement(tc, "failure", message=message[:500]).text = message
+            _el(tc, "failure", message, message=_msg(message))
             totals["failures"] += 1
         elif m["verdict"] == "ERROR":
-            ET.SubElement(tc, "error", message=message[:500]).text = message
+            _el(tc, "error", message, message=_msg(message))
             totals["errors"] += 1
         elif m["verdict"] in ("INCONCLUSIVE", "NODATA"):
-            ET.SubElement(tc, "skipped", message=f"{m['verdict']}: {message}"[:500])
+            _el(tc, "skipped", message=_msg(f"{m['verdict']}: {message}"))
             totals["skipped"] += 1
     for dev in record.get("scope", {}).get("deviations", []):
-        tc = ET.SubElement(suite, "testcase", classname=f"policy.{record['policy']['id']}", name="scope")
-        ET.SubElement(tc, "failure", message=dev[:500]).text = dev
+        tc = _el(suite, "testcase", classname=f"policy.{record['policy']['id']}", name="scope")
+        _el(tc, "failure", dev, message=_msg(dev))
         totals["tests"] += 1
         totals["failures"] += 1
     for key, value in totals.items():
         suite.set(key, str(value))
+    _failing_cases(root, record)
+    _regressed_cases(root, record)
     return root
+
+
+def _more(suite: ET.Element, shown: int, total: int, what: str) -> None:
+    """A last, skipped testcase saying how many were left out and where they are."""
+    if total > shown:
+        _el(suite, "testcase", classname="cases", name=f"{total - shown} more {what}")
+        _el(suite[-1], "skipped", message=f"{shown} of {total} shown: see report.html or decision.json")
+
+
+def _failing_cases(root: ET.Element, record: dict[str, Any]) -> None:
+    """The candidate's failing (or erroring) cases on the policy's metrics, as failures."""
+    metrics = {m["metric"] for m in record["metrics"] if not m.get("slice")}
+    groups = [g for g in failures(record, limit=MAX_CASES) if g["model"] == "candidate" and g["metric"] in metrics]
+    total = sum(g["total"] for g in groups)
+    if not total:
+        return
+    suite = _el(root, "testsuite", name="failing cases (candidate)")
+    shown = 0
+    for rank in range(MAX_CASES):  # round-robin, so every failing metric shows its first cases
+        for g in groups:
+            if rank < len(g["entries"]) and shown < MAX_CASES:
+                e = g["entries"][rank]
+                tc = _el(suite, "testcase", classname=f"cases.{g['metric']}", name=f"{e['id']}[{g['metric']}]")
+                message = f"{g['metric']}={fmt(e['value'])}: {e['reason']}"
+                tag = "error" if e["status"] == "error" else "failure"
+                _el(tc, tag, f"{message}\n\nquestion:\n{e['question']}\n\noutput:\n{e['output']}",
+                    message=_msg(message))
+                shown += 1
+    _more(suite, shown, total, "failing cases")
+    suite.set("tests", str(len(suite)))
+    suite.set("failures", str(sum(1 for tc in suite if tc.find("failure") is not None)))
+    suite.set("errors", str(sum(1 for tc in suite if tc.find("error") is not None)))
+    suite.set("skipped", str(sum(1 for tc in suite if tc.find("skipped") is not None)))
+
+
+def _regressed_cases(root: ET.Element, record: dict[str, Any]) -> None:
+    """The cases where the candidate lost most against the baseline: passed testcases that say what changed.
+
+    A regression on one case is evidence, not a verdict (the policy decides on the whole
+    sample), so these do not count as failures; failing cases are listed above.
+    """
+    found = []
+    total = 0
+    for group in worst_regressions(record, limit=MAX_CASES):
+        total += group["count"]
+        sign = -1.0 if group.get("direction") == "lower" else 1.0
+        found += [(sign * (c["candidate"] - c["baseline"]), group["metric"], c) for c in group["cases"]]
+    if not found:
+        return
+    found.sort(key=lambda t: (t[0], t[1], t[2]["key"]))
+    suite = _el(root, "testsuite", name="most-regressed cases (candidate vs baseline)")
+    for _, metric, c in found[:MAX_CASES]:
+        tc = _el(suite, "testcase", classname=f"regressions.{metric}", name=f"{c['id']}[{metric}]")
+        before = "".join(seg.text for seg in c["baseline_diff"])
+        after = "".join(seg.text for seg in c["candidate_diff"])
+        _el(tc, "system-out", f"{metric}: baseline {fmt(c['baseline'])} -> candidate {fmt(c['candidate'])}\n\n"
+            f"question:\n{c['question']}\n\nbaseline output:\n{before}\n\ncandidate output:\n{after}")
+    _more(suite, min(len(found), MAX_CASES), total, "regressed cases")
+    suite.set("tests", str(len(suite)))
+    suite.set("failures", "0")
+    suite.set("errors", "0")
+    suite.set("skipped", str(sum(1 for tc in suite if tc.find("skipped") is not None)))
 
 
 class JUnitReporter(Reporter):

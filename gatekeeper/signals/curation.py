@@ -378,12 +378,9 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def _gatekeeper_version() -> str:
-    import importlib.metadata
+    from gatekeeper.host.plugins import _gatekeeper_version as installed_version
 
-    try:
-        return importlib.metadata.version("gatekeeper")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
+    return installed_version()
 
 
 def _manifest_base(kind: str, schema: str, sources: Sequence[str], filters: Mapping[str, Any],

@@ -20,7 +20,9 @@ from gatekeeper.signals.records import (
     VERDICTS,
     SignalFilter,
     frame_from_rows,
+    frame_problem,
     iter_signals,
+    normalize_frame,
     resolve_source,
     scan_signals,
 )
@@ -98,6 +100,16 @@ def count_frames(frame: pl.LazyFrame, by: Sequence[str]) -> list[pl.DataFrame]:
     else:
         flagged = pl.LazyFrame(schema={**dict.fromkeys(finest, pl.String), "flags": pl.String, "k": pl.UInt32})
     cell_frame, flag_frame = pl.collect_all([cells, flagged])
+    return roll_ups(cell_frame, flag_frame, by)
+
+
+def roll_ups(cell_frame: pl.DataFrame, flag_frame: pl.DataFrame, by: Sequence[str]) -> list[pl.DataFrame]:
+    """:func:`count_frames`' result from the finest cells and flag counts (what an engine's
+    ``count_signals`` returns), so every engine's figures come from the same arithmetic."""
+    import polars as pl
+
+    keys = ["model", "model_version"]
+    finest = [*keys, *by]
     out: list[pl.DataFrame] = []
     for group in ([keys, finest] if by else [keys]):
         out.append(_roll_up(cell_frame, group))
@@ -123,15 +135,27 @@ def _roll_up(cells: pl.DataFrame, group: list[str]) -> pl.DataFrame:
     )
 
 
-def _count(location: str, registries: Registries, filters: SignalFilter, by: Sequence[str]) -> list[Any]:
+def _count(location: str, registries: Registries, filters: SignalFilter, by: Sequence[str],
+           engine: Any = None) -> list[Any]:
     """Count on the source's lazy frame; when that frame cannot be read or holds invalid
     values, re-read row by row so the error names the file, row and field."""
     import polars as pl
 
     try:
-        frame = scan_signals(location, registries, filters)
-        _check_columns(frame, [*by, *filters.where], location, list(filters.where))
-        frames = count_frames(frame, by)
+        if engine is not None:
+            cells, flagged = engine.count_signals(location, filters, list(by))
+            frames = roll_ups(cells, flagged, list(by))
+        else:
+            frame = scan_signals(location, registries, filters)
+            _check_columns(frame, [*by, *filters.where], location, list(filters.where))
+            # The whole source, unfiltered: a bad or duplicate row is refused as every
+            # other command refuses it (re-read row by row below for its file:line).
+            source, target = resolve_source(location, registries)
+            native = source.scan(target, SignalFilter())  # None: rows already validated
+            problem = frame_problem(normalize_frame(native)) if native is not None else None
+            if problem:
+                return count_frames(_row_by_row(location, registries, filters, problem), by)
+            frames = count_frames(frame, by)
     except UsageError:
         raise
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
@@ -184,6 +208,7 @@ def summarize(
     by: Sequence[str] = (),
     level: float = 0.95,
     baseline_version: str | None = None,
+    engine: Any = None,
 ) -> dict[str, Any]:
     """The summary record (``--json`` prints it): one group per model version, and per
     version and slice value when ``by`` names slice fields. With ``baseline_version``, every
@@ -192,7 +217,7 @@ def summarize(
     interval (independent samples: the versions answered different traffic)."""
     filters = filters or SignalFilter()
     by = list(dict.fromkeys(by))
-    frames = _count(location, registries, filters, by)
+    frames = _count(location, registries, filters, by, engine)
     groups = _groups(frames[0], frames[1], [], level)
     if by:
         groups += _groups(frames[2], frames[3], by, level)

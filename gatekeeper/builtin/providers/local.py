@@ -34,6 +34,7 @@ class ReplayModel(Model):
     def __init__(self, path: Path, spec: ModelSpec) -> None:
         self.path = path
         self.outputs: dict[tuple[str, int], dict[str, Any]] = {}
+        lines: dict[tuple[str, int], int] = {}
         for lineno, row in read_jsonl(path):
             if "id" not in row:
                 raise UsageError("recording row has no 'id'", file=str(path), line=lineno, field="id")
@@ -41,7 +42,26 @@ class ReplayModel(Model):
                 raise UsageError(
                     "recording row has no text 'output'", file=str(path), line=lineno, field="output"
                 )
-            self.outputs[(str(row["id"]), int(row.get("epoch", 0)))] = row
+            for name in ("latency_ms", "cost"):
+                value = row.get(name)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise UsageError(f"{name!r} must be a number", file=str(path), line=lineno, field=name)
+            if row.get("usage") is not None and not isinstance(row["usage"], dict):
+                raise UsageError("'usage' must be an object", file=str(path), line=lineno, field="usage")
+            epoch = row.get("epoch", 0)
+            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+                raise UsageError(
+                    "'epoch' must be a whole number >= 0", file=str(path), line=lineno, field="epoch"
+                )
+            key = (str(row["id"]), epoch)
+            if key in lines:
+                # Last-one-wins would replay whichever answer happened to be written later.
+                raise UsageError(
+                    f"duplicate recording for id {key[0]!r} epoch {epoch} (first at line {lines[key]})",
+                    file=str(path), line=lineno, field="id",
+                )
+            lines[key] = lineno
+            self.outputs[key] = row
         self.identity = ModelIdentity(
             provider="replay", name=spec.name, digest=hashlib.sha256(path.read_bytes()).hexdigest(),
             version=f"{len(self.outputs)} recorded outputs",
@@ -113,6 +133,8 @@ class PythonModel(Model):
 class PythonProvider(ModelProvider):
     name = "python"
     description = "a Python callable: python:package.module:function"
+    loads_code = True
+    """Suites and policies may name it only with --allow-code (gatekeeper.host.code_specs)."""
 
     def load(self, spec: ModelSpec, config: Config) -> Model:
         module_name, sep, attr = spec.name.partition(":")

@@ -13,6 +13,7 @@ they are never part of a label, an error message, an identity or a file.
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import os
 import re
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gatekeeper.host import secrets as configured_secrets
 from gatekeeper.host import yamlfile
 from gatekeeper.types import UsageError
 
@@ -157,7 +159,12 @@ def load_settings(providers: Mapping[str, Any], source: str | None) -> OpenAISet
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every known secret and anything shaped like a key replaced."""
+    """``text`` with every known secret and anything shaped like a key replaced.
+
+    Known: ``secrets`` and the value of every secret variable the project configures
+    (:mod:`gatekeeper.host.secrets`), so a server echoing *another* endpoint's key is scrubbed too.
+    """
+    text = configured_secrets.redact(text)
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[redacted]")
@@ -169,11 +176,18 @@ class Pacer:
     for ``Retry-After``. Each call reserves the next free slot (a schedule, not a burst),
     so requests leave evenly spaced at the limit and never in a clump that trips it."""
 
-    def __init__(self, rpm: float | None, tpm: float | None) -> None:
+    def __init__(self, rpm: float | None, tpm: float | None, label: str = "") -> None:
         self.configured_rpm = rpm
         self.configured_tpm = tpm
         self.rpm = rpm
         self.tpm = tpm
+        self.label = label
+        self.distrusted: set[str] = set()
+        """Announced limits (``rpm``/``tpm``) the endpoint's own behaviour contradicted."""
+        self.notes: list[str] = []
+        """What was learned about the limits, in order (also printed on stderr)."""
+        self._said: set[str] = set()
+        self._accepted: collections.deque[float] = collections.deque()
         self._next_request = 0.0
         self._next_token = 0.0
         self.paused_until = 0.0
@@ -207,20 +221,109 @@ class Pacer:
         if self.tpm and actual != estimated:
             self._next_token += 60.0 * (actual - estimated) / self.tpm
 
-    def learn(self, headers: Mapping[str, str]) -> None:
-        """Adopt the limits the endpoint announces (``x-ratelimit-limit-*``), never above
-        what the configuration says."""
+    def learn(self, headers: Mapping[str, str], *, accepted: bool = True) -> None:
+        """Take note of the limits the endpoint announces (``x-ratelimit-limit-*``).
+
+        A configured ``rpm``/``tpm`` takes precedence (the announced value is only logged);
+        otherwise the announced per-minute limit is adopted — unless what the endpoint
+        observably does contradicts it (its own reset header, or the traffic it accepted,
+        implies a much higher rate): then it is said once on stderr and not used for pacing,
+        rather than slowing the run down silently (429s and ``Retry-After`` still pace it).
+        """
+        if accepted:
+            self._accepted.append(time.monotonic())
         for header, attr, configured in (
             ("x-ratelimit-limit-requests", "rpm", self.configured_rpm),
             ("x-ratelimit-limit-tokens", "tpm", self.configured_tpm),
         ):
-            value = headers.get(header)
-            try:
-                announced = float(value) if value is not None else None
-            except ValueError:
-                announced = None
-            if announced and announced > 0:
-                setattr(self, attr, min(announced, configured) if configured else announced)
+            announced = _positive(headers.get(header))
+            if announced is None:
+                continue
+            if configured:
+                self._say(f"{attr}:configured:{announced:g}", f"announces {attr} {announced:g} "
+                          f"({header}); the configured {attr} {configured:g} takes precedence")
+                self._check_traffic(attr, announced)
+                continue
+            if attr in self.distrusted:
+                continue
+            contradiction = self._contradiction(attr, announced, headers)
+            if contradiction:
+                self.distrusted.add(attr)
+                setattr(self, attr, None)
+                self._say(f"{attr}:contradicted", f"announces {header}: {announced:g} but {contradiction}: "
+                          f"that is not a per-minute limit, so it is not used for pacing (configure {attr} "
+                          "to set one; 429 responses and Retry-After still slow it down)")
+                continue
+            if getattr(self, attr) != announced:
+                self._say(f"{attr}:learned:{announced:g}", f"learned {attr} {announced:g} from {header}")
+            setattr(self, attr, announced)
+
+    def _contradiction(self, attr: str, announced: float, headers: Mapping[str, str]) -> str:
+        """Why ``announced`` (per minute) cannot be the endpoint's limit, or ``""``."""
+        if attr == "rpm":
+            remaining = _positive(headers.get("x-ratelimit-remaining-requests"), allow_zero=True)
+            reset = _duration_s(headers.get("x-ratelimit-reset-requests"))
+            used = announced - remaining if remaining is not None else None
+            if used and used > 0 and reset is not None and reset > 0:
+                implied = 60.0 * used / reset
+                if implied > CONTRADICTION_FACTOR * announced:
+                    return (f"its reset header says the {used:g} used request(s) are replenished in "
+                            f"{reset:g} s (about {implied:.0f} per minute)")
+        return self._traffic_contradiction(attr, announced)
+
+    def _traffic_contradiction(self, attr: str, announced: float) -> str:
+        if attr != "rpm":
+            return ""
+        now = time.monotonic()
+        while self._accepted and self._accepted[0] < now - 60.0:
+            self._accepted.popleft()
+        accepted = len(self._accepted)
+        if accepted > CONTRADICTION_FACTOR * announced + TRAFFIC_SLACK:
+            return f"it accepted {accepted} requests in the last 60 s"
+        return ""
+
+    def _check_traffic(self, attr: str, announced: float) -> None:
+        contradiction = self._traffic_contradiction(attr, announced)
+        if contradiction:
+            self._say(f"{attr}:traffic", f"announced {attr} {announced:g}, but {contradiction}: the "
+                      "announced value is not a per-minute limit")
+
+    def _say(self, key: str, text: str) -> None:
+        """One line on stderr per distinct fact (the limits a run learns are part of its log)."""
+        if key in self._said:
+            return
+        self._said.add(key)
+        self.notes.append(text)
+        print(f"  openai endpoint {self.label}: {text}", file=sys.stderr)
+
+
+CONTRADICTION_FACTOR = 3.0
+"""Observed behaviour must exceed an announced per-minute limit this many times to contradict it."""
+TRAFFIC_SLACK = 8
+"""Requests in flight before a limit was known may exceed it by this many without contradiction."""
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def _positive(value: str | None, *, allow_zero: bool = False) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    if number is None or not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        return None
+    return number
+
+
+def _duration_s(value: str | None) -> float | None:
+    """``"1s"``, ``"6m0s"``, ``"120ms"``, ``"0.050s"`` → seconds (``None`` when unreadable)."""
+    if not value:
+        return None
+    text = value.strip()
+    parts = _DURATION_RE.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return _positive(text, allow_zero=True)
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
 
 
 class Endpoint:
@@ -236,7 +339,8 @@ class Endpoint:
             self.url = settings.base_url or os.environ.get("OPENAI_BASE_URL", "").rstrip("/") or DEFAULT_BASE_URL
         self.label = settings.name or self.url
         self.timeout = default_timeout
-        self.pacer = Pacer(settings.rpm, settings.tpm)
+        self.pacer = Pacer(settings.rpm, settings.tpm, self.label)
+        configured_secrets.register(self.secret_env)
         self.consecutive_failures = 0
         self.rests = 0
         self.rested_until = 0.0

@@ -135,7 +135,7 @@ class OpenAIModel(Model):
 
         if isinstance(exc, openai.RateLimitError):
             wait = retry_after_of(exc.response.headers)
-            endpoint.pacer.learn(exc.response.headers)
+            endpoint.pacer.learn(exc.response.headers, accepted=False)
             endpoint.pacer.pause(wait if wait is not None else 1.0)
             return RateLimited(self.message(endpoint, "rate limited (HTTP 429)", error_detail(exc)), retry_after=wait)
         if isinstance(exc, openai.APIStatusError) and 400 <= exc.status_code < 500 and exc.status_code not in (
