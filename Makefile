@@ -70,7 +70,7 @@ test: $(BIN)/.installed nltk-data $(TEST_PLUGIN_DIR)/.installed
 # lint-imports checks the layers of docs/architecture.md (pyproject.toml [tool.importlinter]).
 CONTRACT = gatekeeper/__init__.py gatekeeper/types.py gatekeeper/kinds.py gatekeeper/hookspecs.py \
            gatekeeper/files.py gatekeeper/testing.py
-PLUGIN_PACKAGES = $(foreach p,$(PLUGINS),-p $(subst -,_,$(notdir $(p))))
+PLUGIN_PACKAGES = $(foreach p,$(PLUGINS),$(p)/$(subst -,_,$(notdir $(p))))
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check gatekeeper plugins tests bench

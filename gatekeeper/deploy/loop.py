@@ -259,7 +259,8 @@ class Loop:
         frame = pl.read_parquet(self.window2)
         if start is None or frame.is_empty():
             return self.window2
-        shift = start - frame["time"].min() + timedelta(seconds=1)
+        earliest: datetime = frame["time"].min()  # type: ignore[assignment]  # a UTC datetime column
+        shift = start - earliest + timedelta(seconds=1)
         replay = self.work / "window2-replayed.parquet"
         frame.with_columns(pl.col("time") + shift).write_parquet(replay)
         self.session.echo(f"      bundled window 2 replayed as the canary's window: times shifted by {shift} "

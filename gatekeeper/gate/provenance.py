@@ -88,6 +88,11 @@ def _compare(field: str, declared: Any, actual: Any, what: str) -> Claim:
     return Claim(field, "mismatch", f"declared {str(declared)[:16]}…, but {what} is {str(actual)[:16]}…")
 
 
+def _section(provenance: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = provenance.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
 def verify_claims(provenance: Mapping[str, Any], candidate: ModelIdentity, config: Config) -> list[Claim]:
     """Each checkable statement of ``provenance`` against the files and the loaded candidate.
 
@@ -98,18 +103,18 @@ def verify_claims(provenance: Mapping[str, Any], candidate: ModelIdentity, confi
     sources, PII and consent flags) is what the tuner declared.
     """
     claims: list[Claim] = []
-    data = provenance.get("data") if isinstance(provenance.get("data"), Mapping) else {}
+    data = _section(provenance, "data")
     if data.get("sha256"):
         path = config.path(str(data["path"])) if data.get("path") else None
         actual = _file_sha256(path) if path is not None and path.is_file() else None
         claims.append(_compare("data.sha256", data["sha256"], actual,
                                f"the training file {path}" if path else "the training file"))
     details = candidate.details or {}
-    base = provenance.get("base_model") if isinstance(provenance.get("base_model"), Mapping) else {}
+    base = _section(provenance, "base_model")
     if base.get("digest"):
         claims.append(_compare("base_model.digest", base["digest"], details.get("base_digest"),
                                "the candidate's base weights"))
-    adapter = provenance.get("adapter") if isinstance(provenance.get("adapter"), Mapping) else {}
+    adapter = _section(provenance, "adapter")
     if adapter.get("digest"):
         claims.append(_compare("adapter.digest", adapter["digest"], details.get("adapter_digest"),
                                "the candidate's adapter files"))
@@ -134,11 +139,11 @@ def training_warning(provenance: Mapping[str, Any] | None) -> str | None:
     if not isinstance(training, Mapping):
         return None
     losses = [float(x) for x in training.get("losses") or [] if isinstance(x, int | float)]
+    first: Any = training.get("loss_first")
+    last: Any = training.get("loss_last")
     if len(losses) >= 2:
         k = max(1, len(losses) // 3)
         first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
-    else:
-        first, last = training.get("loss_first"), training.get("loss_last")
     if not (isinstance(first, int | float) and isinstance(last, int | float)) or first <= 0:
         return None
     if last > first * (1 + DIVERGENCE_RISE):

@@ -286,7 +286,7 @@ class GroundednessDetector(Detector, Groundedness):
     description = "azure GroundednessEvaluator as a detector: hallucinated (1) below azure's threshold (3 of 5)"
     value_range = "0 (grounded) or 1 (hallucinated); details.support = (groundedness - 1) / 4"
     Params = GroundednessDetectorParams
-    params: GroundednessDetectorParams  # type: ignore[assignment]
+    params: GroundednessDetectorParams
 
     def interpret(self, result: dict[str, Any], details: dict[str, Any]) -> Score:
         score = self.native(result, details)
@@ -439,7 +439,7 @@ class Rouge(Overlap):
 class RefusedParams(ScoringParams):
     """Any parameter: the evaluator is refused whatever it is given."""
 
-    model_config = {"extra": "allow"}  # type: ignore[assignment]
+    model_config = {"extra": "allow"}
 
     @model_validator(mode="after")
     def _refuse(self) -> RefusedParams:

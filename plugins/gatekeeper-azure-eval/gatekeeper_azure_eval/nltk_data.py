@@ -31,7 +31,7 @@ import sys
 import tempfile
 import unicodedata
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gatekeeper import PluginError
@@ -223,7 +223,7 @@ def _save_params(params: object, directory: Path) -> None:
         "".join(f"{k}\t{v}\n" for k, v in sorted(p.ortho_context.items())))  # type: ignore[attr-defined]
 
 
-PERLUNIPROPS = {
+PERLUNIPROPS: dict[str, Callable[[str, str], bool]] = {
     # file name -> predicate on the Unicode general category (and the character)
     "Number": lambda cat, ch: cat.startswith("N"),
     "Punctuation": lambda cat, ch: cat.startswith("P"),

@@ -112,11 +112,11 @@ def routed_runner_class() -> type:
     """A ``PromptyModelRunner`` subclass whose flows, however often azure replaces them, are routed."""
     from azure.ai.evaluation._evaluators._common._model_runners import PromptyModelRunner
 
-    class RoutedRunner(PromptyModelRunner):  # type: ignore[misc]
+    class RoutedRunner(PromptyModelRunner):
         def __init__(self, inner: Any) -> None:  # no super().__init__: the inner runner loaded the flow
             self._routed_flow = route(inner.flow)
 
-        @property  # type: ignore[override]
+        @property
         def flow(self) -> Any:
             return self._routed_flow
 

@@ -21,7 +21,7 @@ def _type_of(schema: dict[str, Any], where: str) -> Any:
     if unknown:
         raise ValueError(f"schema{where}: keyword {sorted(unknown)[0]!r} is not supported by the deepeval adapter")
     if "enum" in schema:
-        return Literal[tuple(schema["enum"])]  # type: ignore[misc]
+        return Literal[tuple(schema["enum"])]
     kind = schema.get("type")
     if kind == "object" or "properties" in schema:
         return model_from_schema(schema, where)
@@ -47,8 +47,8 @@ def model_from_schema(schema: dict[str, Any], where: str = "") -> type[BaseModel
     for name, sub in properties.items():
         kind = _type_of(sub, f"{where}.properties.{name}")
         fields[name] = (kind, ...) if name in required else (kind | None, None)
-    extra = "forbid" if schema.get("additionalProperties") is False else "allow"
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    extra: Literal["forbid", "allow"] = "forbid" if schema.get("additionalProperties") is False else "allow"
+    model: type[BaseModel] = create_model(
         "ExpectedSchema", __config__=ConfigDict(extra=extra, strict=True), **fields
     )
     return model

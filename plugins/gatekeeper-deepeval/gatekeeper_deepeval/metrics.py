@@ -98,7 +98,7 @@ class DeepEvalMetric(Evaluator):
     library_class: ClassVar[str]
     required: ClassVar[tuple[str, ...]] = ("input", "actual_output")
     value_range = "0..1, higher is better (deepeval's score)"
-    Params = DeepEvalParams
+    Params: ClassVar[type[ScoringParams]] = DeepEvalParams
     params: DeepEvalParams
 
     def __init__(self, params: ScoringParams, *, metric: str | None = None) -> None:
@@ -299,7 +299,7 @@ class JsonCorrectness(DeepEvalMetric):
     description = "deepeval JsonCorrectnessMetric: 1 when the output is JSON matching the schema"
     library_class = "JsonCorrectnessMetric"
     required = ("input", "actual_output")
-    Params = JsonCorrectnessParams
+    Params: ClassVar[type[ScoringParams]] = JsonCorrectnessParams
     params: JsonCorrectnessParams
 
     def options(self) -> dict[str, Any]:
@@ -373,7 +373,7 @@ class DeepEvalDetector(Detector, DeepEvalMetric):
     """Hallucination detectors: value 1.0 when deepeval's score is below ``support_threshold``."""
 
     Params = DetectorParams
-    params: DetectorParams  # type: ignore[assignment]
+    params: DetectorParams
     value_range = "0 (grounded) or 1 (hallucinated); details.support = deepeval's score"
 
     def options(self) -> dict[str, Any]:
@@ -436,7 +436,7 @@ class ExactMatch(Evaluator):
     name = "deepeval_exact_match"
     description = "deepeval ExactMatchMetric: 1 when the output equals the expected output (after stripping)"
     library_class = "ExactMatchMetric"
-    Params = ExactMatchParams
+    Params: ClassVar[type[ScoringParams]] = ExactMatchParams
 
     def __init__(self, params: ScoringParams, *, metric: str | None = None) -> None:
         super().__init__(params, metric=metric)
@@ -485,7 +485,7 @@ class PatternMatch(ExactMatch):
     name = "deepeval_pattern_match"
     description = "deepeval PatternMatchMetric: 1 when the whole output matches the regular expression"
     library_class = "PatternMatchMetric"
-    Params = PatternMatchParams
+    Params: ClassVar[type[ScoringParams]] = PatternMatchParams
     params: PatternMatchParams
 
     def library_metric(self) -> Any:
@@ -548,7 +548,7 @@ class Rouge(Bleu):
     name = "deepeval_rouge"
     description = "deepeval Scorer ROUGE F-measure (rouge1, rouge2 or rougeL) against the expected output"
 
-    class Params(ScorerParams):  # type: ignore[no-redef]
+    class Params(ScorerParams):
         rouge_type: Literal["rouge1", "rouge2", "rougeL"] = "rougeL"
 
     def compute(self, expected: str, output: str) -> float:

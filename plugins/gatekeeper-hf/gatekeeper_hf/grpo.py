@@ -101,7 +101,7 @@ class RewardSuiteScorer:
 
 async def _generate_directly(model: Any, request: GenerationRequest) -> Generation:
     """A judge's call, straight to its model (the tuner has no runner of its own)."""
-    generations = await model.generate([request])
+    generations: list[Generation] = await model.generate([request])
     return generations[0]
 
 

@@ -105,7 +105,8 @@ def quiet_trl() -> None:
     import datasets
     import transformers
 
-    transformers.logging.set_verbosity_error()
+    hf_logging: Any = transformers.logging  # untyped in transformers
+    hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=UserWarning, module=r"trl\..*")

@@ -44,7 +44,7 @@ def count_cells(frame: DataFrame, by: Sequence[str]) -> tuple[pl.DataFrame, pl.D
     cell_rows = _to_polars(cells)
     if flag_rows is None or flag_rows.height == 0:
         schema = {**{k: cell_rows.schema[k] for k in finest}, "flags": pl.String, "k": pl.Int64}
-        flag_rows = pl.DataFrame(schema=schema)
+        flag_rows = pl.DataFrame(schema=schema)  # type: ignore[arg-type]  # polars' dtype union
     return cell_rows, flag_rows
 
 

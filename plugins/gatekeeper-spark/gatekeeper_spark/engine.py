@@ -206,8 +206,8 @@ def write_then_rename(spark: SparkSession, frame: DataFrame, target: str) -> Non
     """Write ``frame`` as Parquet under a temporary sibling of ``target``, then rename it into
     place with the Hadoop file system (local disk, HDFS, ABFS...): a failed write leaves no
     table that looks complete, and readers never see half of one."""
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-    conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
+    jvm: Any = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
     path = jvm.org.apache.hadoop.fs.Path(target)
     fs = path.getFileSystem(conf)
     tmp = f"{target.rstrip('/')}._tmp-{uuid.uuid4().hex[:12]}"
