@@ -138,7 +138,7 @@ def suite_prompts(suite_path: Path) -> set[str]:
     from gatekeeper.builtin.suite_loader import gatekeeper_load_suite
     from gatekeeper.host.config import load_config
 
-    suite = gatekeeper_load_suite(path=suite_path, config=load_config(None))
+    suite = gatekeeper_load_suite(path=suite_path, config=load_config(None, cwd=suite_path.parent.parent))
     assert suite is not None and suite.cases
     return {prompt_hash(case.messages) for case in suite.cases}
 

@@ -299,7 +299,7 @@ def test_reference_match_verdicts_and_missing_reference(judged: tuple[Project, F
 # --------------------------------------------------------------------------- pairwise in gatekeeper check
 
 CHECK_POLICY = policy(
-    "    - {name: preference, metric: pairwise, direction: higher, hypothesis: superiority, ci_method: t, "
+    "    - {name: preference, metric: pairwise, direction: higher, hypothesis: superiority, ci_method: t, min_n: 12, "
     "critical: true}", "preference",
 )
 

@@ -38,7 +38,8 @@ def test_planted_key_is_nowhere_in_outputs_cache_state_logs_or_audit(project: Pr
 
         outputs = [
             project.run("check", "--baseline", model("base-v1"), "--candidate", model("cand-v2"),
-                        "--policy", "policy.yaml", "--out", "out/check", env=ENV),
+                        "--provenance", "candidate.provenance.json", "--policy", "policy.yaml",
+                        "--out", "out/check", env=ENV),
             project.run("run", "suites", "--model", model("batch-v1", extra="&batch=true&poll_s=0.02"),
                         "--out", "out/batch", env=ENV),
             project.run("run", "suites", "--model", model("wrong-v1", env="GK_WRONG_KEY"),
@@ -50,7 +51,7 @@ def test_planted_key_is_nowhere_in_outputs_cache_state_logs_or_audit(project: Pr
     assert "tokens: " in check.output
     assert batch.exit_code == 0, batch.output
     assert wrong.exit_code == 5 and "HTTP 401: check the key in $GK_WRONG_KEY" in wrong.output
-    assert "Incorrect API key provided: [redacted]" in wrong.output
+    assert "Incorrect API key provided: [redacted" in wrong.output  # [redacted:GK_WRONG_KEY]
 
     written = [p for p in project.path.rglob("*") if p.is_file()]
     assert any(p.name == "decision.json" for p in written) and any(p.name == "audit.jsonl" for p in written)

@@ -153,13 +153,13 @@ def test_built_suite_hash_is_what_the_policy_pins(history):
     assert manifest["policy_snippet"]["data_management"]["sequestered_test_sets"] == [{"suite": "reg", "sha256": sha}]
     policy = load_policy(POLICIES / "support-assistant.yaml")
     policy.data_management.sequestered_test_sets = [SequesteredTestSet(suite="reg", sha256=sha, max_reuse=2)]
-    suite = gatekeeper_load_suite(path=history.path / "suites/reg.yaml", config=load_config(None))
+    suite = gatekeeper_load_suite(path=history.path / "suites/reg.yaml", config=load_config(None, cwd=history.path))
     hashes = {"reg": [suite.hash, *suite.datasets.values()]}
     assert check_sequestered(policy, hashes, {"reg": 1}) == []
     assert "max_reuse" in check_sequestered(policy, hashes, {"reg": 2})[0]
     with (history.path / "suites/reg.jsonl").open("a") as fh:
         fh.write(json.dumps({"id": "extra", "input": "x", "system": "s", "topic": "t"}) + "\n")
-    suite = gatekeeper_load_suite(path=history.path / "suites/reg.yaml", config=load_config(None))
+    suite = gatekeeper_load_suite(path=history.path / "suites/reg.yaml", config=load_config(None, cwd=history.path))
     assert "changed" in check_sequestered(policy, {"reg": [suite.hash, *suite.datasets.values()]}, {})[0]
 
 

@@ -249,7 +249,7 @@ class Loop:
 
         A stage counts only signals recorded after the version entered it; the bundled files
         were recorded in the past, so the loop shifts their times to start just after the
-        canary began (and says so). Real telemetry (``--window2 LOCATION``) is used as it is.
+        canary began (and says so). Other telemetry (``--window2 LOCATION``) is used as it is.
         """
         import polars as pl
 
@@ -270,7 +270,8 @@ class Loop:
     def monitor(self) -> Any:
         from gatekeeper.deploy.promotion import run_monitor
 
-        signals = self.replayed_window() if self.args.window2 in BUNDLED_WINDOW2 else self.window2
+        bundled = {Path(path).name for path in BUNDLED_WINDOW2.values()}
+        signals = self.replayed_window() if Path(self.window2).name in bundled else self.window2
         outcome = run_monitor(self.session, target=self.target, policy=self.policy, signals=signals,
                               model=self.model, reference=self.history, out=self.work / "monitor")
         record = outcome.record

@@ -214,8 +214,10 @@ def sign(
     :param signer: the signer's name; must match the name in the key file, when it has one.
     :param meaning: what the signature means: approval, review or responsibility.
     :param role: the role signed for (e.g. ``qa-lead``), as the policy names it.
-    :param required: the approvals the decision requires (from its record): a signature the
-        policy would not count (role, key, signer, meaning) is refused before it is written.
+    :param required: the approvals the decision requires (from its record): a signature for
+        one of those roles that the policy would not count (key, signer, meaning) is refused
+        before it is written. A signature for a role the decision does not require is kept as
+        a record and counts for nothing.
     :return: the approval record that was appended.
     :raises UsageError: no decision record, a bad key file, a bad meaning or signer, or a
         signature the policy does not allow.
@@ -245,7 +247,7 @@ def sign(
         "public_key": public_pem(public),
         "signature": base64.b64encode(signature).decode("ascii"),
     }
-    if required is not None:
+    if required is not None and any(r.role == approval["role"] for r in required):
         why = allowed_for_role(approval, required)
         if why:
             raise UsageError(f"not signed: {why} (the policy's update_procedures.approvals name who may sign)",

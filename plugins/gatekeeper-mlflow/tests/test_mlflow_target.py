@@ -154,10 +154,14 @@ def test_promote_and_rollback_through_the_cli(mlflow_server: str, tmp_path: Path
     project.run("registry", "show", "--model", model, *on).fnmatch_lines([
         f"{model} (mlflow)", "  @candidate   -> version 2    stage canary   traffic 10%*",
         "  @production  -> version 1    stage full     traffic 90%*"])
-    # Production says the canary is worse: monitor rolls it back on the MLflow registry.
+    # Production says the canary is worse: monitor rolls it back on the MLflow registry. (The
+    # signals come after the canary began: a stage counts only its own.)
+    from datetime import UTC, datetime, timedelta
+
+    TOMORROW = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     project.write_jsonl("signals.jsonl", [
         {"id": f"s{version}-{i}", "conversation_id": f"c{version}-{i}", "model": model, "model_version": version,
-         "time": f"2026-11-16T{i % 24:02d}:00:00Z", "messages": [{"role": "user", "content": f"q{i}"}],
+         "time": f"{TOMORROW}T{i % 24:02d}:00:00Z", "messages": [{"role": "user", "content": f"q{i}"}],
          "answer": "an answer", "feedback": {"verdict": "accepted" if i % 100 < rate else "rejected"}}
         for version, rate, n in (("1", 70, 1000), ("2", 40, 400)) for i in range(n)])
     watched = project.run("monitor", "--signals", "signals.jsonl", "--policy", "policy.yaml", *on)
