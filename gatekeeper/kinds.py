@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from gatekeeper.pii import PiiDetector as PiiDetector  # a plugin kind, defined with the PII patterns
+from gatekeeper.pii import PiiFinding as PiiFinding
 from gatekeeper.types import (
     Case,
     Generation,
@@ -161,6 +163,13 @@ class Evaluator:
 
     def score(self, case: Case, generation: Generation) -> Score:
         raise NotImplementedError
+
+    def score_batch(self, cases: Sequence[Case], generations: Sequence[Generation]) -> list[Score]:
+        """Scores of many outputs at once, in order; the runner calls it for evaluators that
+        do not override :meth:`ascore`. Override it to vectorise a metric over a suite; the
+        scores must equal :meth:`score`'s case by case. When it raises, the runner scores
+        the batch again with :meth:`score`, so an error is reported against its own case."""
+        return [self.score(case, generation) for case, generation in zip(cases, generations, strict=True)]
 
     async def ascore(self, case: Case, generation: Generation, ctx: EvalContext) -> Score:
         return self.score(case, generation)
@@ -447,18 +456,48 @@ class Register(Protocol[T_contra]):
 
     ``register`` validates ``cls`` (a subclass of the hook's kind with a ``name``) and refuses
     a name another plugin took, naming both plugins.
+
+    Lazily: ``register("my_plugin.metrics:Faithfulness", name="faithfulness")`` registers a
+    class by its import path without importing it. The module is imported (and the class
+    validated) the first time a run uses the name, so a plugin whose classes import a heavy
+    library costs nothing to ``gatekeeper --help`` or to a run that does not use it.
     """
 
-    def __call__(self, obj: type[T_contra], name: str | None = None) -> None: ...
+    def __call__(self, obj: type[T_contra] | str, name: str | None = None) -> None: ...
 
 
-@dataclass(frozen=True)
 class Entry(Generic[T]):
-    """One registered class and the plugin that registered it."""
+    """One registered class and the plugin that registered it.
 
-    name: str
-    obj: type[T]
-    plugin: str
+    ``obj`` is the class; for an entry registered by import path (``spec``, ``"module:Class"``)
+    it is imported and validated on first access, with a :class:`PluginError` naming the
+    plugin when the import fails or the class is not of the registry's kind.
+    """
+
+    __slots__ = ("_obj", "_resolve", "name", "plugin", "spec")
+
+    def __init__(self, name: str, obj: type[T] | None, plugin: str, *, spec: str = "",
+                 resolve: Callable[[Entry[T]], type[T]] | None = None) -> None:
+        self.name = name
+        self.plugin = plugin
+        self.spec = spec or (f"{obj.__module__}:{obj.__qualname__}" if obj is not None else "")
+        self._obj = obj
+        self._resolve = resolve
+
+    @property
+    def obj(self) -> type[T]:
+        if self._obj is None:
+            assert self._resolve is not None
+            self._obj = self._resolve(self)
+        return self._obj
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the class has been imported (always, for an entry registered as a class)."""
+        return self._obj is not None
+
+    def __repr__(self) -> str:
+        return f"Entry({self.name!r}, {self.spec!r}, plugin={self.plugin!r})"
 
 
 class Registry(Protocol[T]):
@@ -495,10 +534,11 @@ class Registries:
     reporters: Registry[Reporter]
     commands: Registry[Command]
     engines: Registry[Engine]
+    pii_detectors: Registry[PiiDetector]
 
     KEYS: ClassVar[tuple[str, ...]] = (
         "models", "evaluators", "detectors", "signal_sources", "tuners", "deploy_targets", "reporters", "commands",
-        "engines",
+        "engines", "pii_detectors",
     )
 
     def __getitem__(self, key: str) -> Registry[Any]:

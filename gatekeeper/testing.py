@@ -80,6 +80,14 @@ class Project:
     def read_json(self, relpath: str) -> Any:
         return json.loads((self.path / relpath).read_text(encoding="utf-8"))
 
+    def read_record(self, relpath: str) -> dict[str, Any]:
+        """A ``decision.json`` / ``results.json`` (or its directory) as readers see it: in record
+        format 2 the per-case files beside it are read back into ``cases`` (a list) and
+        ``case_index`` (a dict), as the inline format 1 held them."""
+        from gatekeeper.engine.record import load, materialized
+
+        return materialized(load(self.path / relpath))
+
     def run(self, *args: str, env: dict[str, str] | None = None) -> CLIResult:
         """Run ``gatekeeper ARGS`` in-process with this project as the working directory."""
         from gatekeeper.cli import main
@@ -193,5 +201,5 @@ def run_paired_check(project: Project, candidate: str = "candidate", *extra: str
     result = project.run("check", "--baseline", f"replay:{baseline}.jsonl", "--candidate",
                          f"replay:{candidate}.jsonl", "--policy", policy, "--out", out, "--no-progress", *extra)
     decision = project.path / out / "decision.json"
-    record = json.loads(decision.read_text(encoding="utf-8")) if decision.exists() else {}
+    record = project.read_record(f"{out}/decision.json") if decision.exists() else {}
     return CheckResult(result.exit_code, record, result.output)

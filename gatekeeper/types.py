@@ -313,6 +313,35 @@ class RunnerConfig(BaseModel):
     )
 
 
+class RecordConfig(BaseModel):
+    """How the run record is written (per-case files, blobs: gatekeeper.engine.record)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_inline_bytes: int = Field(
+        default=65_536, ge=1024,
+        description="an output or span text longer than this (UTF-8 bytes) is stored once as a blob and referenced",
+    )
+
+
+class LoadConfig(BaseModel):
+    """Safety limits of load runs (``load:`` suites, gatekeeper.engine.load): what a run may
+    send without ``--confirm-load-rate``, and where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_rate: float = Field(
+        default=10.0, gt=0,
+        description="requests/s a load run may offer in total (all models); above needs --confirm-load-rate",
+    )
+    max_concurrency: int = Field(
+        default=32, ge=1, description="closed-loop requests in flight in total; above needs --confirm-load-rate",
+    )
+    targets: list[str] = Field(
+        default_factory=list, description="endpoints (base URLs, or scheme://host:port) any load suite may send to",
+    )
+
+
 class Config(BaseModel):
     """Everything a command needs to know about the project."""
 
@@ -343,6 +372,8 @@ class Config(BaseModel):
         description="directories besides the project root that suites' dataset:/prompty: may read; like --allow-path",
     )
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    load: LoadConfig = Field(default_factory=LoadConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="provider name → provider settings"
     )

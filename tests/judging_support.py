@@ -54,7 +54,7 @@ def setup(project: Project, suite: str, outputs: dict[str, dict[str, str]]) -> N
 def run(project: Project, model: str = "candidate") -> tuple[CLIResult, dict[str, Any]]:
     result = project.run("run", "suites", "--model", f"replay:{model}.jsonl", "--out", "out", "--no-progress",
                          env=ENV)
-    return result, project.read_json("out/results.json")
+    return result, project.read_record("out/results.json")
 
 
 def scores(record: dict[str, Any], metric: str, model: str | None = None) -> dict[str, dict[str, Any]]:

@@ -183,7 +183,7 @@ def test_a_run_stays_verifiable_after_the_key_files_move(project: Project) -> No
     signed = project.run("approve", "out", "--key", "keys/qa.key", "--signer", "Quinn QA",
                          "--meaning", "approval", "--role", "qa-lead")
     assert signed.exit_code == 0, signed.output
-    required = project.read_json("out/decision.json")["approvals"]["required"][0]
+    required = project.read_record("out/decision.json")["approvals"]["required"][0]
     assert required["key_ids"] and required["public_key_pems"][0].startswith("-----BEGIN PUBLIC KEY-----")
     (project.path / "keys").rename(project.path / "moved-keys")
     status = project.run("status", "out")

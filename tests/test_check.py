@@ -214,7 +214,7 @@ def test_decision_record_reports_and_audit_trail(project: Project) -> None:
 
     (entry,) = AuditLog(project.path / ".gatekeeper/audit.jsonl").records()
     assert entry["action"] == "check" and entry["subject"] == record["run_id"]
-    assert entry["refs"]["decision"] == record_hash(record)
+    assert entry["refs"]["decision"] == record_hash(project.read_json("out/decision.json"))  # the file as stored
     assert entry["refs"]["policy"] == record["policy"]["sha256"]
 
     # The second check reuses every cached output and counts the test-set reuse.

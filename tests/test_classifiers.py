@@ -220,7 +220,7 @@ def topic_project(project: Project, server: FakeOpenAIServer, candidate_topics: 
 def check(project: Project) -> tuple[int, dict[str, Any], str]:
     result = project.run("check", "--candidate", "replay:candidate.jsonl", "--baseline", "replay:baseline.jsonl",
                          "--policy", "policy.yaml", "--out", "out", "--no-progress", env=ENV)
-    return result.exit_code, project.read_json("out/decision.json"), result.output
+    return result.exit_code, project.read_record("out/decision.json"), result.output
 
 
 def test_chi_square_passes_when_the_label_distribution_is_unchanged(

@@ -9,7 +9,11 @@ import xml.etree.ElementTree as ET
 
 from gatekeeper.testing import Project
 
-HEAVY = ("torch", "transformers", "pandas", "polars", "scipy", "numpy", "pyarrow", "peft", "rich")
+HEAVY = ("torch", "transformers", "pandas", "polars", "scipy", "numpy", "pyarrow", "peft", "rich", "yaml", "asyncio",
+         "jinja2", "sqlite3", "gatekeeper.gate.policy", "gatekeeper.engine.runner",
+         # the installed plugins register their classes by import path (docs/architecture.md)
+         "gatekeeper_hf.tuning", "gatekeeper_hf.provider", "gatekeeper_ragas.evaluators", "gatekeeper_deepeval.metrics",
+         "gatekeeper_azure_eval.evaluators", "gatekeeper_spark.engine", "gatekeeper_mlflow.target")
 
 
 def test_help_lists_commands_and_exit_codes(project: Project) -> None:
@@ -42,7 +46,7 @@ def test_run_writes_results_junit_and_summary(mini: Project) -> None:
     result.fnmatch_lines(["replay:mixed.jsonl: replay:mixed.jsonl", "*facts*0.667*2*1*0*0",
                           "model calls: 3 (cache hits: 0*", "wrote *out/results.json, out/junit.xml, out/summary.md"])
 
-    record = mini.read_json("out/results.json")
+    record = mini.read_record("out/results.json")
     assert record["schema"] == "gatekeeper.results/1" and record["kind"] == "run"
     assert record["summary"]["replay:mixed.jsonl"]["facts"] == {
         "passed": 2, "failed": 1, "nodata": 0, "error": 0, "n": 3, "mean": 0.666667}

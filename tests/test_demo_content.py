@@ -314,4 +314,4 @@ def test_bundled_policy_decides_the_demo_recordings(
         "--policy", "policies/support-assistant.yaml", "--out", "out", "--no-progress",
     )
     assert result.exit_code == exit_code, result.output
-    assert project.read_json("out/decision.json")["decision"] == decision
+    assert project.read_record("out/decision.json")["decision"] == decision

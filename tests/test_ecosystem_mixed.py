@@ -109,7 +109,7 @@ detectors:
 def check(project: Project) -> tuple[int, dict[str, Any], str]:
     result = project.run("check", "--candidate", "replay:candidate.jsonl", "--baseline", "replay:baseline.jsonl",
                          "--policy", "policy.yaml", "--out", "out", "--no-progress", env=ENV)
-    return result.exit_code, project.read_json("out/decision.json"), result.output
+    return result.exit_code, project.read_record("out/decision.json"), result.output
 
 
 def case_values(record: dict[str, Any], metric: str, model: str) -> dict[str, float | None]:

@@ -71,7 +71,7 @@ def test_run_on_an_engine_writes_the_record_of_a_local_run(tmp_path) -> None:
     spread = project.run("run", "suites", "--model", "replay:rec.jsonl", "--out", "engine", "--no-progress",
                          "--engine", "sequential")
     assert local.exit_code == spread.exit_code == 1, spread.output
-    on_engine, on_local = project.read_json("engine/results.json"), project.read_json("local/results.json")
+    on_engine, on_local = project.read_record("engine/results.json"), project.read_record("local/results.json")
     assert [r["key"] for r in on_engine["cases"]] == [r["key"] for r in on_local["cases"]]
     assert on_engine["summary"] == on_local["summary"]
     assert on_engine["stats"]["requests"] == on_local["stats"]["requests"] == 5

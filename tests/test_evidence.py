@@ -178,7 +178,7 @@ def test_not_a_bundle_exits_4(project: Project) -> None:
 
 def test_a_plain_run_can_be_bundled_too(mini: Project) -> None:
     assert mini.run("run", "suites", "--model", "replay:good.jsonl", "--out", "out").exit_code == 0
-    run_id = mini.read_json("out/results.json")["run_id"]
+    run_id = mini.read_record("out/results.json")["run_id"]
     result = mini.run("evidence", "out")
     assert result.exit_code == 0, result.output
     bundle = mini.path / f"evidence-{run_id}.zip"

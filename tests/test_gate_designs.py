@@ -273,7 +273,7 @@ def test_demo_report_names_the_method_used_for_its_clustered_cases(tmp_path) -> 
         "--baseline", "replay:suites/recordings/baseline.jsonl", "--policy", "policies/support-assistant.yaml",
         "--out", "out", "--no-progress",
     )
-    record = project.read_json("out/decision.json")
+    record = project.read_record("out/decision.json")
     assert result.exit_code == 0 and record["decision"] == "PROMOTE", result.output
     facts = overall({"metrics": [m for m in record["metrics"] if m["name"] == "facts"]})
     assert facts["ci_method"] == "tango" and facts["comparison"]["method"] == "cluster"

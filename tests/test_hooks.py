@@ -95,5 +95,5 @@ def test_load_suite_hook_reads_another_format(project: Project) -> None:
     project.write_jsonl("rec.jsonl", [{"id": "a", "output": "ping"}, {"id": "b", "output": "PONG!"}])
     result = project.run("run", "--model", "replay:rec.jsonl", "--out", "out")
     assert result.exit_code == 1, result.output
-    scores = {r["key"]: r["scores"]["echoes"]["value"] for r in project.read_json("out/results.json")["cases"]}
+    scores = {r["key"]: r["scores"]["echoes"]["value"] for r in project.read_record("out/results.json")["cases"]}
     assert scores == {"json-suite::a": 1.0, "json-suite::b": 0.0}

@@ -4,6 +4,7 @@ plan, a shorter dataset or a resource bomb."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import time
@@ -172,10 +173,12 @@ def test_a_huge_output_is_stored_once_truncated_with_its_hash(mini: Project) -> 
     assert result.exit_code == 0, result.output  # scored on the full output: "30 days" is found
     size = (mini.path / "out/results.json").stat().st_size
     assert size < 500_000, size
-    row = next(r for r in mini.read_json("out/results.json")["cases"] if r["key"] == "mini::refund-1")
-    assert row["output_truncated"] == {
-        "chars": len(huge), "kept": 65_536, "sha256": hashlib.sha256(huge.encode()).hexdigest()}
+    row = next(r for r in mini.read_record("out/results.json")["cases"] if r["key"] == "mini::refund-1")
+    digest = hashlib.sha256(huge.encode()).hexdigest()
+    assert row["output_truncated"] == {  # record format 2: the whole output is kept once, as a blob
+        "chars": len(huge), "kept": 65_536, "sha256": digest, "bytes": len(huge), "path": f"blobs/{digest}.gz"}
     assert row["output"] == huge[:65_536]
+    assert gzip.decompress((mini.path / "out/blobs" / f"{digest}.gz").read_bytes()).decode() == huge
 
 
 # --------------------------------------------------------------------------- 8: readers
@@ -203,7 +206,7 @@ def test_a_csv_with_quoted_newlines_keeps_every_row(mini: Project) -> None:
     _csv_suite(mini, 'id,input,context,topic\nrefund-1,"two\nlines",c,returns\n'
                      'refund-2,b,c,returns\nship-1,c,c,shipping\n')
     result = mini.run("run", "suites", "--model", "replay:good.jsonl", "--out", "out")
-    index = mini.read_json("out/results.json")["case_index"]
+    index = mini.read_record("out/results.json")["case_index"]
     assert sorted(index) == ["mini::refund-1", "mini::refund-2", "mini::ship-1"], result.output
     assert index["mini::refund-2"]["source"].endswith("ds.csv:4")
 

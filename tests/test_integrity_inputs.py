@@ -127,7 +127,7 @@ providers:
         result = project.run("run", "suites", "--model", model, "--out", "out", "--no-progress", env=ENV)
     assert result.exit_code == 5, result.output  # one case's generation failed (the HTTP 400)
     assert "HTTP 400: invalid organisation for key [redacted:GK_OTHER_KEY]" in result.output
-    record = project.read_json("out/results.json")
+    record = project.read_record("out/results.json")
     outputs = {row["id"] if "id" in row else row["key"]: (row["output"], row["error"]) for row in record["cases"]}
     texts = " ".join(f"{o} {e}" for o, e in outputs.values())
     assert "[redacted:GK_OTHER_KEY]" in texts and "[redacted:GK_USED_KEY]" in texts

@@ -317,7 +317,7 @@ def pairwise_project(project: Project, server: FakeOpenAIServer) -> None:
 def check(project: Project) -> tuple[int, dict[str, Any], str]:
     result = project.run("check", "--candidate", "replay:candidate.jsonl", "--baseline", "replay:baseline.jsonl",
                          "--policy", "policy.yaml", "--out", "out", "--no-progress", env=ENV)
-    return result.exit_code, project.read_json("out/decision.json"), result.output
+    return result.exit_code, project.read_record("out/decision.json"), result.output
 
 
 def test_pairwise_position_bias_cancels_out(judged: tuple[Project, FakeOpenAIServer]) -> None:

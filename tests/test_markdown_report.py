@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from pathlib import Path
 
@@ -48,7 +47,7 @@ def test_report_url_comes_from_the_environment(project: Project) -> None:
 
 def test_a_huge_decision_stays_under_githubs_comment_limit(project: Project) -> None:
     demo_summary(project)
-    record = json.loads((project.path / "out/decision.json").read_text())
+    record = project.read_record("out/decision.json")
     template = next(m for m in record["metrics"] if m.get("slice"))
     for i in range(5000):  # e.g. a slice per customer
         row = copy.deepcopy(template)

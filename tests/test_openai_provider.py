@@ -215,7 +215,7 @@ model:
     result = project.run("run", "suites", "--out", "out", env={**KEY_ENV, "GK_TEST_AZURE_TOKEN": token})
     assert result.exit_code == 0, result.output
     assert fake_openai.keys_seen == Counter({token: 1})  # sent as the bearer token
-    assert project.read_json("out/results.json")["cases"][0]["output"] == "You said: question 0"
+    assert project.read_record("out/results.json")["cases"][0]["output"] == "You said: question 0"
 
 
 def test_config_and_spec_errors_are_usage_errors(project: Project, fake_openai: FakeOpenAIServer) -> None:

@@ -76,7 +76,7 @@ def test_entry_point_evaluator_used_by_a_suite(mini: Project) -> None:
     result = mini.run("run", "suites/shout.yaml", "--model", "replay:loud.jsonl", "--out", "out")
     assert result.exit_code == 0, result.output
     assert json.loads((mini.path / "out/counts.json").read_text()) == {"replay:loud.jsonl": 1}
-    row = mini.read_json("out/results.json")["cases"][0]
+    row = mini.read_record("out/results.json")["cases"][0]
     assert row["scores"]["shouty"]["value"] == 1.0
     import gatekeeper_example  # its gatekeeper_case_result hook saw the case
 
@@ -136,7 +136,7 @@ def test_local_plugin_file_is_loaded_like_conftest(mini: Project) -> None:
     result = mini.run("run", "--model", "replay:good.jsonl", "--out", "out")
     assert "configured with suites ['suites']" in result.stderr
     assert "run_start 2 cases for ['replay:good.jsonl']" in result.stdout  # ship-1 removed by the hook
-    record = mini.read_json("out/results.json")
+    record = mini.read_record("out/results.json")
     assert [r["key"] for r in record["cases"]] == ["mini::refund-1", "mini::refund-2"]
     assert record["plugins"] == {"local": {"rows": 2}}
     assert record["cases"][0]["scores"]["polite"]["value"] == 0.0
@@ -237,3 +237,96 @@ def test_a_wrapper_on_a_register_hook_wraps_every_registration(project: Project,
     traced = project.run("--trace-plugins", "-p", "gatekeeper_early", "plugins")
     assert traced.exit_code == 0, traced.output
     assert "gatekeeper_register_evaluators" in traced.stderr and "gatekeeper_early" in traced.stderr
+
+
+LAZY_PLUGIN = """
+from gatekeeper import hookimpl
+
+@hookimpl
+def gatekeeper_register_evaluators(register):
+    register("lazy_polite:Polite", name="polite")
+"""
+
+LAZY_MODULE = """
+import sys
+from gatekeeper import Evaluator
+print("lazy_polite imported", file=sys.stderr)
+
+class Polite(Evaluator):
+    name = "polite"
+    def score(self, case, generation):
+        ok = "please" in generation.text.lower()
+        return self.result(1.0 if ok else 0.0, passed=ok)
+
+class NotAnEvaluator:
+    name = "polite"
+"""
+
+
+def _with_project_on_path(project: Project, *args: str):
+    import sys
+
+    sys.path.insert(0, str(project.path))
+    try:
+        return project.run(*args)
+    finally:
+        sys.path.remove(str(project.path))
+        sys.modules.pop("lazy_polite", None)
+
+
+def test_a_class_registered_by_path_is_imported_when_a_run_uses_it(mini: Project) -> None:
+    mini.write("gatekeeper_plugins.py", LAZY_PLUGIN)
+    mini.write("lazy_polite.py", LAZY_MODULE)
+    listed = _with_project_on_path(mini, "plugins")
+    assert listed.exit_code == 0, listed.output
+    listed.fnmatch_lines(["gatekeeper_plugins  [[]local]*", "*evaluators: polite"])
+    assert "lazy_polite imported" not in listed.stderr  # listing plugins does not import the class
+
+    mini.write("suites/mini.yaml", (mini.path / "suites/mini.yaml").read_text() + "  - polite\n")
+    result = _with_project_on_path(mini, "run", "--model", "replay:good.jsonl", "--out", "out")
+    assert "lazy_polite imported" in result.stderr
+    record = mini.read_record("out/results.json")
+    assert record["cases"][0]["scores"]["polite"]["value"] == 0.0
+
+
+def test_a_class_registered_by_path_that_does_not_import_is_named_when_used(mini: Project) -> None:
+    mini.write("gatekeeper_plugins.py", LAZY_PLUGIN.replace("lazy_polite:Polite", "lazy_missing:Polite"))
+    assert mini.run("plugins").exit_code == 0  # registering by path imports nothing
+    mini.write("suites/mini.yaml", (mini.path / "suites/mini.yaml").read_text() + "  - polite\n")
+    result = mini.run("run", "--model", "replay:good.jsonl", "--out", "out")
+    assert result.exit_code == 5
+    assert ("plugin 'gatekeeper_plugins': evaluator 'polite': cannot import 'lazy_missing:Polite': "
+            "ModuleNotFoundError") in result.stderr
+    loaded = mini.run("plugins", "--load")
+    assert loaded.exit_code == 5
+    loaded.fnmatch_lines(["FAILED plugin 'gatekeeper_plugins': evaluator 'polite': cannot import*",
+                          "* registered classes import; 1 fail"])
+
+
+def test_a_class_registered_by_path_must_be_of_the_kind_and_named(mini: Project) -> None:
+    mini.write("lazy_polite.py", LAZY_MODULE)
+    mini.write("gatekeeper_plugins.py", LAZY_PLUGIN.replace("lazy_polite:Polite", "lazy_polite:NotAnEvaluator"))
+    result = _with_project_on_path(mini, "plugins", "--load")
+    assert result.exit_code == 5
+    assert "is not a subclass of Evaluator" in result.stdout
+
+    mini.write("gatekeeper_plugins.py", LAZY_PLUGIN.replace(', name="polite"', ""))
+    result = mini.run("plugins")
+    assert result.exit_code == 5
+    assert "register('lazy_polite:Polite') needs a 'module:Class' path and a name=" in result.stderr
+
+
+def test_every_installed_class_registered_by_path_imports_under_its_name(project: Project) -> None:
+    # The plugins list their classes by path and name without importing them: the two must
+    # agree, or a suite naming the metric would get another class's name in its record.
+    from gatekeeper.host.config import load_config
+    from gatekeeper.host.plugins import PluginHost
+
+    host = PluginHost(load_config(cwd=project.path))
+    lazy = [(key, entry) for key, registry in host.registries.items() for entry in registry if not entry.loaded]
+    assert len(lazy) >= 40, "the hf, ragas, deepeval, azure, spark and mlflow plugins register by path"
+    wrong = [(key, entry.name, entry.obj.name) for key, entry in lazy if entry.obj.name != entry.name]
+    assert wrong == []
+    from gatekeeper_ragas.metrics import METRICS
+
+    assert {f"ragas_{m}" for m in METRICS} <= set(host.registries.evaluators.names())

@@ -53,7 +53,7 @@ def gatekeeper_run(root: Path, *args: str) -> dict:
     result = Project(root).run_subprocess("run", "suites", "--model", BASELINE, "--out", "ref", "--no-progress",
                                           *args)
     assert result.exit_code in (0, 1), result.output
-    return {r["key"].split("::")[1]: r for r in Project(root).read_json("ref/results.json")["cases"]}
+    return {r["key"].split("::")[1]: r for r in Project(root).read_record("ref/results.json")["cases"]}
 
 
 def junit_cases(xml_path: Path) -> dict[str, ET.Element]:
@@ -161,14 +161,14 @@ def test_check_fails_exactly_when_gatekeeper_check_rejects(demo: pytest.Pytester
     check = Project(demo.path).run_subprocess("check", "suites", "--candidate", spec, "--baseline", BASELINE,
                                    "--policy", POLICY, "--out", "ref", "--no-progress")
     assert check.exit_code in (0, 1), check.output
-    reference = Project(demo.path).read_json("ref/decision.json")
+    reference = Project(demo.path).read_record("ref/decision.json")
     assert reference["decision"] == decision
 
     result = demo.runpytest_subprocess(*CHECK, "--gatekeeper-model", spec, "--gatekeeper-out", "out",
                                        "-n", "2", "--junitxml=check.xml", "-rxs")
     assert (result.ret == 0) == (check.exit_code == 0)
     assert result.ret == (1 if decision == "REJECT" else 0)
-    record = Project(demo.path).read_json("out/decision.json")
+    record = Project(demo.path).read_record("out/decision.json")
     assert record["decision"] == decision
     assert [(m["name"], m["slice"], m["verdict"]) for m in record["metrics"]] == [
         (m["name"], m["slice"], m["verdict"]) for m in reference["metrics"]]
@@ -354,11 +354,11 @@ def gatekeeper_run_finish(run_id, record):
     result = demo.runpytest_subprocess("suites/", "-n", "2", "-p", "no:cacheprovider", "--gatekeeper-model", BASELINE,
                                        "--gatekeeper-out", "out")
     result.stdout.fnmatch_lines(["wrote out/*results.json*"])
-    record = Project(demo.path).read_json("out/results.json")
+    record = Project(demo.path).read_record("out/results.json")
     reference = Project(demo.path)
     ran = reference.run_subprocess("run", "suites", "--model", BASELINE, "--out", "ref", "--no-progress")
     assert ran.exit_code == 1, ran.output
-    expected = reference.read_json("ref/results.json")
+    expected = reference.read_record("ref/results.json")
     assert record["kind"] == "run" and record["plugins"] == {"seen": 80}
     assert record["summary"] == expected["summary"]
     # Identical cases; only where they were read from is spelled absolute (pytest's paths).

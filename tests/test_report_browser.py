@@ -159,7 +159,7 @@ def test_markup_in_outputs_inputs_and_plugin_names_never_executes(project: Proje
     result = project.run("check", "suites", "--baseline", "replay:baseline.jsonl", "--candidate",
                          "replay:candidate.jsonl", "--policy", "policy.yaml", "--out", "out", "--no-progress")
     assert result.exit_code in (0, 1, 3), result.output
-    record = project.read_json("out/decision.json")
+    record = project.read_record("out/decision.json")
     plugin_name = "hostile<script>alert('PWNED-ep')</script>"
     assert record["environment"]["plugins"][plugin_name] == "1.0" + PAYLOADS["img"]
     page_text = (project.path / "out/report.html").read_text()

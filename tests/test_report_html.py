@@ -47,7 +47,7 @@ def test_check_writes_a_self_contained_report_of_the_demo(project: Project) -> N
     assert code == 0, output
     assert "out/report.html" in output
     page = html(project)
-    record = project.read_json("out/decision.json")
+    record = project.read_record("out/decision.json")
 
     # Self-contained: nothing is fetched, and the CSP forbids fetching anything.
     assert not re.search(r"<(link|img|iframe|object|embed)\b", page)
@@ -135,10 +135,11 @@ def test_report_rerenders_every_format_from_the_record_alone(project: Project, t
     assert demo_check(project)[0] == 0
     before = {name: (project.path / "out" / name).read_text() for name in ("summary.md", "junit.xml")}
 
-    # Only the decision record survives: no suites, no policy, no audit log.
+    # Only the decision record (and its per-case files) survives: no suites, no policy, no audit log.
     old = Project(tmp_path_factory.mktemp("archive"))
     (old.path / "run").mkdir()
-    shutil.copy(project.path / "out/decision.json", old.path / "run/decision.json")
+    for name in ("decision.json", "cases.jsonl", "case_index.jsonl"):
+        shutil.copy(project.path / "out" / name, old.path / "run" / name)
     result = old.run("report", "run")
     assert result.exit_code == 0, result.output
     assert "re-rendered check" in result.stdout and "(PROMOTE)" in result.stdout
@@ -160,7 +161,8 @@ def test_report_rerenders_every_format_from_the_record_alone(project: Project, t
 def test_report_of_an_older_record_without_the_policy_summary(project: Project) -> None:
     demo_project(project)
     assert demo_check(project)[0] == 0
-    record = project.read_json("out/decision.json")
+    record = project.read_record("out/decision.json")
+    del record["record_format"], record["case_files"]  # the older layout: cases inline (record format 1)
     del record["policy"]["pccp"]
     for optional in ("selection", "environment", "scope", "test_sets", "approvals", "created"):
         del record[optional]

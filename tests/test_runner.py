@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -40,8 +39,8 @@ def test_second_identical_run_makes_zero_model_calls(mini: Project) -> None:
     assert first.exit_code == second.exit_code == 0, second.output
     assert "model calls: 3 (cache hits: 0" in first.stdout
     assert "model calls: 0 (cache hits: 3" in second.stdout
-    assert mini.read_json("out2/results.json")["stats"]["model_calls"] == 0
-    assert all(r["cached"] for r in mini.read_json("out2/results.json")["cases"])
+    assert mini.read_record("out2/results.json")["stats"]["model_calls"] == 0
+    assert all(r["cached"] for r in mini.read_record("out2/results.json")["cases"])
 
 
 def test_changed_recording_is_a_different_model(mini: Project) -> None:
@@ -77,7 +76,7 @@ def test_sigkilled_run_resumes_without_repeating_finished_calls(project: Project
     # were in flight when the process died.
     assert sorted(set(allcalls)) == [f"c{i:03d}" for i in range(40)]
     assert len(allcalls) - 40 <= 2
-    record = json.loads((project.path / "out/results.json").read_text())
+    record = project.read_record("out/results.json")
     assert record["stats"]["cache_hits"] >= len(first) - 2
     assert len(record["cases"]) == 40
 
@@ -117,10 +116,10 @@ def test_rate_limits_back_off_and_lose_no_case(project: Project) -> None:
         sys.path.remove(str(project.path))
         sys.modules.pop("rl_model", None)
     assert result.exit_code == 0, result.output
-    stats = project.read_json("out/results.json")["stats"]
+    stats = project.read_record("out/results.json")["stats"]
     assert stats["rate_limited"] > 0 and stats["retries"] >= stats["rate_limited"]
     assert stats["generation_errors"] == 0
-    assert len(project.read_json("out/results.json")["cases"]) == 60
+    assert len(project.read_record("out/results.json")["cases"]) == 60
 
 
 def test_limiter_halves_on_throttle_and_grows_on_success() -> None:
@@ -175,7 +174,7 @@ def test_timeouts_are_retried_then_reported_as_errors(project: Project) -> None:
         sys.path.remove(str(project.path))
         sys.modules.pop("hang", None)
     assert result.exit_code == 5
-    record = project.read_json("out/results.json")
+    record = project.read_record("out/results.json")
     assert record["stats"]["timeouts"] == 4 and record["stats"]["retries"] == 2
     score = record["cases"][0]["scores"]["contains"]
     assert score["status"] == "error" and "timed out after 0.2 s (after 2 attempts)" in score["reason"]
@@ -195,7 +194,7 @@ def test_a_crashing_evaluator_is_named_and_the_run_completes(mini: Project) -> N
     mini.write("suites/mini.yaml", (mini.path / "suites/mini.yaml").read_text() + "  - broken\n")
     result = mini.run("run", "--model", "replay:good.jsonl", "--out", "out")
     assert result.exit_code == 5
-    row = mini.read_json("out/results.json")["cases"][0]
+    row = mini.read_record("out/results.json")["cases"][0]
     assert row["scores"]["facts"]["value"] == 1.0
     assert row["scores"]["broken"]["reason"] == "Broken (broken) raised ZeroDivisionError: division by zero"
 
@@ -204,7 +203,7 @@ def test_missing_recording_is_an_error_score_not_a_zero(mini: Project) -> None:
     mini.write_jsonl("partial.jsonl", [{"id": "refund-1", "output": "30 days"}])
     result = mini.run("run", "--model", "replay:partial.jsonl", "--out", "out")
     assert result.exit_code == 5
-    rows = {r["key"]: r for r in mini.read_json("out/results.json")["cases"]}
+    rows = {r["key"]: r for r in mini.read_record("out/results.json")["cases"]}
     assert rows["mini::ship-1"]["error"] == "no recorded output for case 'ship-1'"
     assert rows["mini::ship-1"]["scores"]["facts"]["status"] == "error"
 

@@ -112,7 +112,7 @@ def test_every_kind_is_installed_listed_used_and_passes_its_own_tests(
                                           {"id": "c2", "output": "It costs $25 and takes 2 days."}])
     ran = gatekeeper(project, "run", "suites", "--model", "replay:answers.jsonl", "--out", "out", "--no-progress")
     assert ran.exit_code == 1, ran.output
-    rows = {r["key"]: r["scores"] for r in project.read_json("out/results.json")["cases"]}
+    rows = {r["key"]: r["scores"] for r in project.read_record("out/results.json")["cases"]}
     assert rows["scaffolded::c1"][name_of("evaluator")]["value"] == 1.0
     assert rows["scaffolded::c2"][name_of("evaluator")]["value"] == 0.5  # "2 days", not "$15"
     assert rows["scaffolded::c1"][name_of("detector")]["value"] == 0.0
@@ -121,7 +121,7 @@ def test_every_kind_is_installed_listed_used_and_passes_its_own_tests(
     echoed = gatekeeper(project, "run", "suites", "--model", f"{name_of('provider')}:echo", "--out", "echo",
                         "--no-progress")
     assert echoed.exit_code == 1, echoed.output  # the echo of the question holds no keyword
-    record = project.read_json("echo/results.json")
+    record = project.read_record("echo/results.json")
     assert {r["key"]: r["output"] for r in record["cases"]} == {
         "scaffolded::c1": "How long is the return window?", "scaffolded::c2": "How much is express shipping?"}
     assert next(iter(record["models"].values()))["identity"]["provider"] == name_of("provider")

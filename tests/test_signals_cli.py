@@ -134,7 +134,7 @@ def test_built_suite_loads_and_runs_with_a_replay_model(history):
               "--no-progress")
     assert ran.exit_code == 0, ran.output
     ran.fnmatch_lines(["*rouge_l*1.000*", "*token_f1*1.000*", "*grounding*0.000*"])
-    record = history.read_json("out/results.json")
+    record = history.read_record("out/results.json")
     assert len(record["cases"]) == len(cases)
     manifest = history.read_json("suites/regression.manifest.json")
     assert manifest["dataset_file"]["rows"] == len(cases)

@@ -189,5 +189,5 @@ def test_keyword_and_marker_selection(mini: Project) -> None:
 def test_run_with_k_selects_cases(mini: Project) -> None:
     result = mini.run("run", "--model", "replay:good.jsonl", "--out", "out", "-k", "refund")
     assert result.exit_code == 0, result.output
-    assert [r["key"] for r in mini.read_json("out/results.json")["cases"]] == [
+    assert [r["key"] for r in mini.read_record("out/results.json")["cases"]] == [
         "mini::refund-1", "mini::refund-2"]

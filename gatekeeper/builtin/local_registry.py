@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from gatekeeper import hookimpl
 from gatekeeper.files import fsync_directory, loads_strict
 from gatekeeper.kinds import UNSET, DeployTarget, Register, Unset, check_expected, rollback_target
@@ -74,6 +72,7 @@ class LocalRegistry(DeployTarget):
     description = "model registry in a local directory: versions, aliases, stages, history"
 
     def __init__(self, config: Config, location: str | None = None) -> None:
+        from filelock import FileLock
         super().__init__(config, location)
         self.root = config.path(location or config.registry)
         self.path = self.root / STATE_FILE
@@ -126,6 +125,7 @@ class LocalRegistry(DeployTarget):
     @contextmanager
     def _transaction(self) -> Iterator[dict[str, Any]]:
         """Lock, load, let the caller change the document, write it atomically."""
+        from filelock import Timeout
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire()

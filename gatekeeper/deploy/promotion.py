@@ -116,7 +116,7 @@ def verified_decision(run: Path, session: Any) -> tuple[dict[str, Any], str]:
     record = load_decision(run)
     if record.get("kind") != "check":
         raise PromotionRefused(f"{run}: not a decision record of `gatekeeper check`")
-    verdict = check_record(record, audit_log(session).path)
+    verdict = check_record(record, audit_log(session).path, run_dir=Path(run))
     if not verdict.ok:
         raise PromotionRefused(f"{run}: {verdict.detail}")
     assert verdict.digest is not None

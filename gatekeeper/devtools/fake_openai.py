@@ -26,6 +26,15 @@ echo of the last user message. A reply is the content string or a dict with any 
 ``sleep``            wait this many seconds first (to make the client time out)
 ``response``         the whole response body, sent as is
 
+A capacity model, for load tests (all off by default): ``servers`` requests are served at
+once and the rest wait in a FIFO queue; ``tpm`` is a tokens-per-minute budget (prompt
+tokens + the request's ``max_tokens``, as provisioned-throughput deployments count them)
+in a bucket holding ``tpm_burst_s`` seconds of it, answered 429 with the exact
+``Retry-After`` when exceeded; ``ttft_s`` and ``inter_token_s`` time the answer (streamed
+as server-sent events when the request says ``stream: true``, else sent whole after the
+same time); ``model_timing`` overrides them per model name (a slower candidate), with
+``output_tokens`` making the answer that many words (at most ``max_tokens``).
+
 The server keeps what a test asserts on: ``requests`` (every chat completion body, in
 order; ``received_at`` their arrival times), ``counters`` (``requests``, ``ok``, ``429``,
 ``500``, ``dropped``, ...), ``sends``
@@ -37,6 +46,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -100,15 +111,27 @@ class TokenBucket:
         self.tokens = capacity
         self.stamp = time.monotonic()
 
-    def take(self) -> float:
-        """0.0 when a token was taken, else the seconds until one is available."""
+    def take(self, amount: float = 1.0) -> float:
+        """0.0 when ``amount`` tokens were taken, else the seconds until they are available."""
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= amount:
+            self.tokens -= amount
             return 0.0
-        return (1.0 - self.tokens) / self.rate
+        return (amount - self.tokens) / self.rate
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelTiming:
+    """How one model name answers under the capacity model (see the module docstring)."""
+
+    ttft_s: float = 0.0
+    inter_token_s: float = 0.0
+    output_tokens: int | None = None
+    jitter: float = 0.0
+    """Each answer's times are multiplied by a log-normal factor with this sigma (seeded by
+    the server's ``seed``): latencies with a realistic right tail, reproducible run to run."""
 
 
 class FakeOpenAIServer(FineTuningRoutes):
@@ -133,6 +156,12 @@ class FakeOpenAIServer(FineTuningRoutes):
         limit_header_window_s: float = 60.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        servers: int | None = None,
+        tpm: float | None = None,
+        tpm_burst_s: float = 1.0,
+        ttft_s: float = 0.0,
+        inter_token_s: float = 0.0,
+        model_timing: dict[str, ModelTiming] | None = None,
     ) -> None:
         self.host = host
         self._listen_port = port
@@ -155,6 +184,18 @@ class FakeOpenAIServer(FineTuningRoutes):
             if rate_limit_rps else None
         )
         self._rng = random.Random(seed)
+        # The capacity model (load tests): servers, a TPM bucket, answer timing per model.
+        self.servers = servers
+        self.tpm = tpm
+        self._tpm_bucket = TokenBucket(tpm / 60.0, tpm / 60.0 * tpm_burst_s) if tpm else None
+        self.timing = ModelTiming(ttft_s=ttft_s, inter_token_s=inter_token_s)
+        self.model_timing = dict(model_timing or {})
+        self._slots: asyncio.Semaphore | None = None
+        self.queued = 0
+        """Requests waiting for a server now (``servers`` set)."""
+        self.peak_queued = 0
+        self.queue_waits: list[float] = []
+        """Seconds each served request waited for a server, in order of service."""
         self._script: list[Reply] | Responder | None = None
         self._script_pos = 0
         self.requests: list[dict[str, Any]] = []
@@ -242,6 +283,8 @@ class FakeOpenAIServer(FineTuningRoutes):
         self.stop()
 
     async def _start_site(self) -> None:
+        if self.servers:
+            self._slots = asyncio.Semaphore(self.servers)
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
@@ -421,13 +464,19 @@ class FakeOpenAIServer(FineTuningRoutes):
             wait = self._bucket.take()
             if wait:
                 return self._too_many(wait, f"Rate limit reached: {self._bucket.rate * 60:.0f} requests per minute.")
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
-        if self.error_rate and self._rng.random() < self.error_rate:
-            self.counters["500"] += 1
-            return self.error(500, "The server had an error while processing your request.", type_="server_error")
-        reply = self._as_dict(self._next_reply(body))
-        return await self._deliver(request, body, prompt, reply)
+        if self._tpm_bucket is not None:
+            wait = self._tpm_bucket.take(self.tokens_counted(body))
+            if wait:
+                self.counters["429_tpm"] += 1
+                return self._too_many(wait, f"Rate limit reached: {self.tpm:.0f} tokens per minute.", retry_after=wait)
+        async with self._server_slot():
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            if self.error_rate and self._rng.random() < self.error_rate:
+                self.counters["500"] += 1
+                return self.error(500, "The server had an error while processing your request.", type_="server_error")
+            reply = self._as_dict(self._next_reply(body))
+            return await self._deliver(request, body, prompt, reply)
 
     async def _deliver(
         self, request: web.Request, body: dict[str, Any], prompt: str, reply: dict[str, Any]
@@ -459,10 +508,112 @@ class FakeOpenAIServer(FineTuningRoutes):
         if reply.get("garbage"):
             self.counters["garbage"] += 1
             return web.json_response({"unexpected": "shape", "data": [1, 2, 3]}, headers=headers)
+        reply = self._timed_reply(body, reply)
         self.counters["ok"] += 1
         self.paid[prompt] += 1
         payload = reply["response"] if "response" in reply else self.completion(body, reply)
+        if body.get("stream"):
+            return await self._stream(request, body, payload, headers)
+        timing = self.timing_of(body)
+        if timing.ttft_s or timing.inter_token_s:
+            await asyncio.sleep(timing.ttft_s + timing.inter_token_s * max(0, self._tokens_of(payload) - 1))
         return web.json_response(payload, headers=headers)
+
+    # ----------------------------------------------------------------- capacity
+
+    def timing_of(self, body: dict[str, Any]) -> ModelTiming:
+        """The timing of the model ``body`` names (``model_timing``), else the server's; with
+        ``jitter``, scaled by this answer's draw."""
+        timing = self.model_timing.get(str(body.get("model") or ""), self.timing)
+        if not timing.jitter:
+            return timing
+        factor = math.exp(self._rng.gauss(0.0, timing.jitter))
+        return dataclasses.replace(timing, ttft_s=timing.ttft_s * factor,
+                                   inter_token_s=timing.inter_token_s * factor, jitter=0.0)
+
+    @staticmethod
+    def tokens_counted(body: dict[str, Any]) -> float:
+        """What a request costs against ``tpm``: its prompt tokens and its ``max_tokens``."""
+        prompt = sum(_words(str(m.get("content", ""))) + 3 for m in body.get("messages", []) if isinstance(m, dict))
+        budget = body.get("max_tokens") or body.get("max_completion_tokens") or 16
+        return float(prompt + int(budget))
+
+    @contextlib.asynccontextmanager
+    async def _server_slot(self) -> Any:
+        """Hold one of ``servers`` for the whole answer; wait in FIFO order for one."""
+        if self._slots is None:
+            yield
+            return
+        arrived = time.monotonic()
+        if self._slots.locked():  # every server busy: this request waits in the queue
+            self.queued += 1
+            self.peak_queued = max(self.peak_queued, self.queued)
+            try:
+                await self._slots.acquire()
+            finally:
+                self.queued -= 1
+        else:
+            await self._slots.acquire()
+        waited = time.monotonic() - arrived
+        self.queue_waits.append(waited)
+        if waited > 0.001:
+            self.counters["queued"] += 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def _timed_reply(self, body: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        """``output_tokens`` words (at most ``max_tokens``) when the model's timing asks for them."""
+        wanted = self.model_timing.get(str(body.get("model") or ""), self.timing).output_tokens
+        if wanted is None or "response" in reply or "content" not in reply:
+            return reply
+        budget = int(body.get("max_tokens") or body.get("max_completion_tokens") or wanted)
+        n = max(0, min(wanted, budget))
+        return {**reply, "content": " ".join(f"w{i}" for i in range(n)),
+                "finish_reason": "length" if wanted > budget else reply.get("finish_reason", "stop")}
+
+    @staticmethod
+    def _tokens_of(payload: dict[str, Any]) -> int:
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        return int(usage.get("completion_tokens", 0)) if isinstance(usage, dict) else 0
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], payload: dict[str, Any], headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """The completion as server-sent events, as OpenAI streams it: a role delta, one
+        ``chat.completion.chunk`` per token (a word) after ``ttft_s`` then every
+        ``inter_token_s``, the finish reason, the usage chunk when
+        ``stream_options.include_usage``, then ``data: [DONE]``."""
+        timing = self.timing_of(body)
+        response = web.StreamResponse(status=200, headers={
+            **headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        base = {"id": payload.get("id"), "object": "chat.completion.chunk", "created": payload.get("created"),
+                "model": payload.get("model"), "system_fingerprint": payload.get("system_fingerprint")}
+        choice = (payload.get("choices") or [{}])[0]
+        content = str((choice.get("message") or {}).get("content") or "")
+
+        async def send(chunk: dict[str, Any]) -> None:
+            await response.write(b"data: " + json.dumps({**base, **chunk}).encode() + b"\n\n")
+
+        await send({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                 "logprobs": None, "finish_reason": None}]})
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(content.split(" "))] if content else []
+        for i, piece in enumerate(pieces):
+            await asyncio.sleep(timing.ttft_s if i == 0 else timing.inter_token_s)
+            await send({"choices": [{"index": 0, "delta": {"content": piece}, "logprobs": None,
+                                     "finish_reason": None}]})
+        if not pieces and timing.ttft_s:
+            await asyncio.sleep(timing.ttft_s)
+        await send({"choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                 "finish_reason": choice.get("finish_reason", "stop")}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await send({"choices": [], "usage": payload.get("usage")})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        self.counters["streamed"] += 1
+        return response
 
     async def _counters(self, request: web.Request) -> web.Response:
         """What a test in another process asserts on (the server run by :func:`main`)."""
@@ -669,11 +820,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--storm-every-s", type=float)
     parser.add_argument("--storm-duration-s", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--servers", type=int, help="capacity model: requests served at once (the rest queue)")
+    parser.add_argument("--tpm", type=float, help="capacity model: tokens per minute before 429s")
+    parser.add_argument("--ttft-s", type=float, default=0.0, help="seconds to the first token")
+    parser.add_argument("--inter-token-s", type=float, default=0.0, help="seconds between tokens")
     args = parser.parse_args(argv)
     server = FakeOpenAIServer(
         latency_s=args.latency_s, rate_limit_rps=args.rate_limit_rps, burst=args.burst,
         retry_after_s=args.retry_after_s, error_rate=args.error_rate, seed=args.seed,
         storm_every_s=args.storm_every_s, storm_duration_s=args.storm_duration_s,
+        servers=args.servers, tpm=args.tpm, ttft_s=args.ttft_s, inter_token_s=args.inter_token_s,
     )
     with server:
         print(f"READY {server.base_url}", flush=True)

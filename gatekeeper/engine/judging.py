@@ -23,7 +23,6 @@ A judge is any model gatekeeper can load (``openai:gpt-4o-mini?base_url=...``,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections import Counter
@@ -367,6 +366,8 @@ class Judge:
     async def poll(self, case: Case, messages: tuple[Message, ...], fmt: ReplyFormat, *,
                    top_logprobs: int | None = None) -> list[Verdict]:
         """``votes`` independent votes on the same prompt."""
+        import asyncio  # here: asyncio is not needed to register the judges (gatekeeper --help)
+
         return list(await asyncio.gather(*(
             self.ask(case, messages, fmt, vote=v, top_logprobs=top_logprobs) for v in range(self.params.votes)
         )))

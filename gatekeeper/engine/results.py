@@ -1,20 +1,24 @@
 """The run record: what ``results.json`` holds and every reporter reads.
 
 A record is plain JSON so that reports can be re-rendered from it alone, long after the
-models and suites that made it are gone.
+models and suites that made it are gone. Its rows are written to per-case files beside
+it (format 2, :mod:`gatekeeper.engine.record`); this module makes the rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import platform
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
+from gatekeeper.engine.record import DEFAULT_MAX_INLINE_BYTES, RECORD_FORMAT, BlobStore, CaseWriter
 from gatekeeper.engine.runner import RunStats
 from gatekeeper.engine.suites import Suite
 from gatekeeper.types import CaseResult, ModelIdentity
@@ -76,6 +80,12 @@ MAX_RECORDED_OUTPUT = 65_536
 MAX_RECORDED_TEXT = 16_384
 """Characters of one score reason or detail string kept in a record."""
 
+SPAN_PREVIEW = 1_024
+"""Characters of a detector span's text kept in the row when the whole text is in a blob."""
+
+SPANS_KEPT = 200
+"""Spans of one score kept in the row when the whole list (over the inline limit) is a blob."""
+
 
 def clip_text(text: str, limit: int) -> tuple[str, dict[str, Any] | None]:
     """``text`` cut to ``limit`` characters and, when cut, what was cut: the full length and
@@ -97,16 +107,73 @@ def _clip_value(value: Any) -> Any:
     return value
 
 
-def result_row(result: CaseResult) -> dict[str, Any]:
+def result_row(result: CaseResult, blobs: BlobStore | None = None) -> dict[str, Any]:
+    """The record's row for one result. With ``blobs`` (format 2 on disk), an output or span
+    text over the inline limit is stored once as a blob and referenced; without, it is cut
+    and summarised by length and SHA-256."""
     gen = result.generation
+    if blobs is not None and blobs.needed(gen.text):
+        ref = blobs.store(gen.text)
+        keep = min(MAX_RECORDED_OUTPUT, blobs.max_inline_bytes)
+        row = _result_row(result, gen.text[:keep], blobs, in_blob=gen.text)
+        row["output_truncated"] = {"chars": ref["chars"], "kept": keep, "sha256": ref["sha256"],
+                                   "bytes": ref["bytes"], "path": ref["path"]}
+        return row
     output, cut = clip_text(gen.text, MAX_RECORDED_OUTPUT)
-    row = _result_row(result, output)
+    row = _result_row(result, output, blobs)
     if cut is not None:
         row["output_truncated"] = cut
     return row
 
 
-def _result_row(result: CaseResult, output: str) -> dict[str, Any]:
+def _span_entry(span: Any, blobs: BlobStore | None, in_blob: str | None) -> dict[str, Any]:
+    entry = asdict(span)
+    text = entry.get("text")
+    if isinstance(text, str):
+        if in_blob is not None and in_blob[entry["start"]:entry["end"]] == text:
+            del entry["text"]  # the output's blob holds it: [start, end) of the output
+            entry["in_output"] = True
+        elif blobs is not None and blobs.needed(text):
+            entry["text_blob"] = blobs.store(text)
+            entry["text"] = text[:SPAN_PREVIEW]
+        elif len(text) > MAX_RECORDED_TEXT:
+            entry["text"] = _clip_value(text)
+    return entry
+
+
+def _spans(spans: Sequence[Any], blobs: BlobStore | None, in_blob: str | None) -> dict[str, Any]:
+    """A score's ``spans``; with ``blobs``, a list longer than the inline limit is stored once
+    as a blob (``spans_blob``) and only its first :data:`SPANS_KEPT` stay in the row."""
+    entries = [_span_entry(sp, blobs, in_blob) for sp in spans]
+    if blobs is None or len(entries) <= SPANS_KEPT:
+        return {"spans": entries}
+    names = list(dict.fromkeys(k for e in entries for k in e))
+    columns = {name: [e.get(name) for e in entries] for name in names}  # one list per field: compact, gzips well
+    text = json.dumps(columns, ensure_ascii=False)
+    if not blobs.needed(text):
+        return {"spans": entries}
+    return {"spans": entries[:SPANS_KEPT], "spans_blob": {**blobs.store(text), "count": len(entries),
+                                                           "kept": SPANS_KEPT, "layout": "columns"}}
+
+
+def _details(details: Any, blobs: BlobStore | None) -> Any:
+    """A score's ``details``; with ``blobs``, a list or mapping in it longer than the inline limit
+    is stored once as a blob: ``{"blob": ref, "items": n}`` stays in its place."""
+    if blobs is None or not isinstance(details, dict):
+        return _clip_value(details)
+    out = {}
+    for key, value in details.items():
+        if isinstance(value, (list, dict)) and value:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+            if blobs.needed(text):
+                out[key] = {"blob": blobs.store(text), "items": len(value)}
+                continue
+        out[key] = _clip_value(value)
+    return out
+
+
+def _result_row(result: CaseResult, output: str, blobs: BlobStore | None = None,
+                in_blob: str | None = None) -> dict[str, Any]:
     gen = result.generation
     return {
         "key": result.case.key,
@@ -124,8 +191,8 @@ def _result_row(result: CaseResult, output: str) -> dict[str, Any]:
                 "passed": s.passed,
                 "status": s.status,
                 "reason": _clip_value(s.reason),
-                "spans": [asdict(sp) for sp in s.spans],
-                "details": _clip_value(s.details),
+                **_spans(s.spans, blobs, in_blob),
+                "details": _details(s.details, blobs),
             }
             for s in result.scores
         },
@@ -174,14 +241,19 @@ def run_record(
     run_id: str,
     models: dict[str, dict[str, Any]],
     suites: Sequence[Suite],
-    results: Sequence[CaseResult],
+    results: Iterable[CaseResult],
     stats: RunStats,
     versions: dict[str, str],
     selection: dict[str, Any] | None = None,
+    directory: Path | None = None,
+    max_inline_bytes: int = DEFAULT_MAX_INLINE_BYTES,
 ) -> dict[str, Any]:
-    rows = [result_row(r) for r in results]
-    return {
+    """The run record. With ``directory``, each row is written to the per-case files there as
+    ``results`` yields it (format 2, :mod:`gatekeeper.engine.record`) and the record holds
+    views over them; without, the rows stay an inline list (written out by the JSON reporter)."""
+    record: dict[str, Any] = {
         "schema": RESULTS_SCHEMA,
+        "record_format": RECORD_FORMAT,
         "kind": "run",
         "run_id": run_id,
         "created": utc_now(),
@@ -189,8 +261,20 @@ def run_record(
         "suites": suite_entries(suites),
         "selection": selection or {},
         "stats": asdict(stats),
-        "summary": summarize(rows),
-        "case_index": case_index(suites),
-        "cases": rows,
-        "environment": environment(versions),
     }
+    if directory is None:
+        rows = [result_row(r) for r in results]
+        record.update(summary=summarize(rows), case_index=case_index(suites), cases=rows)
+    else:
+        writer = CaseWriter(directory, max_inline_bytes)
+        try:
+            for result in results:
+                writer.add_row(result_row(result, writer.blobs))
+            writer.write_index(case_index(suites))
+        except BaseException:
+            writer.abort()
+            raise
+        writer.attach(record)
+        record["summary"] = summarize(writer.scores)
+    record["environment"] = environment(versions)
+    return record

@@ -4,7 +4,14 @@ For every model and every case × epoch the runner looks the request up in the c
 the rest it sends in batches (when the model batches) under an AIMD concurrency limit:
 the limit grows by one after a window of successes and halves on a rate limit or a
 timeout, and a ``Retry-After`` pauses every worker of that model. Each answer is cached
-the moment it arrives, then scored by the suite's evaluators and detectors.
+as it arrives (what arrives in one turn of the event loop shares one commit), then scored
+by the suite's evaluators and detectors.
+
+Scoring goes by batches, not by case: the cached answers (looked up in bulk) in chunks of
+:data:`SCORE_CHUNK`, and each model batch as it returns. An evaluator with a
+``score_batch(cases, generations)`` scores a whole batch in one call (the built-in string
+and overlap metrics are vectorised); one that awaits a model (``ascore``) is called per
+case, cases concurrently, as before. Results and their order are what per-case scoring gives.
 """
 
 from __future__ import annotations
@@ -33,6 +40,15 @@ from gatekeeper.types import (
     RunnerConfig,
     Score,
 )
+
+SCORE_CHUNK = 512
+"""Cached answers scored per batch (bounds the work between two progress updates)."""
+
+
+def batchable(scorer: Evaluator) -> bool:
+    """True when ``scorer`` scores without awaiting anything (its ``ascore`` is the default),
+    so the runner may call its ``score_batch`` (or ``score``) on many cases at once."""
+    return type(scorer).ascore is Evaluator.ascore
 
 
 @dataclass
@@ -205,6 +221,10 @@ class Runner:
         self._peers: dict[str, Model] = {}
         self._in_flight: dict[str, asyncio.Future[Generation]] = {}
         self._called: dict[int, Model] = {}
+        self._flush_scheduled = False
+        self._keys: dict[tuple[int, int], str] = {}
+        """(model, request) -> cache key, for the requests of the model running now: a key is
+        a SHA-256 of canonical JSON (~10 us), needed for the look-up, the send and the write."""
         eval_context.generate = self.generate_one
 
     # ----------------------------------------------------------------- public
@@ -226,6 +246,8 @@ class Runner:
                 for mrun in models:
                     results.extend(await self._run_model(mrun, jobs, bar))
         finally:
+            if self.cache is not None:
+                self.cache.flush()
             for model in self._called.values():
                 await model.end_run()
         self.stats.wall_s = round(time.perf_counter() - started, 3)
@@ -261,6 +283,34 @@ class Runner:
             self.stats.cache_hits += 1
         return hit
 
+    def _lookup_many(self, model: Model, requests: list[GenerationRequest]) -> list[Generation | None]:
+        """:meth:`_lookup` for many requests: one bulk read of the cache."""
+        self.stats.requests += len(requests)
+        if self.cache is None:
+            return [None] * len(requests)
+        keys = [self._key(model, request) for request in requests]
+        hits = self.cache.get_generations(model.identity, requests, keys)
+        self.stats.cache_hits += sum(1 for hit in hits if hit is not None)
+        return hits
+
+    def _key(self, model: Model, request: GenerationRequest) -> str:
+        memo = (id(model), id(request))
+        key = self._keys.get(memo)
+        return key if key is not None else generation_key(model.identity, request)
+
+    def _schedule_flush(self) -> None:
+        """Commit the cache writes of this turn of the event loop at the start of the next."""
+        if self._flush_scheduled or self.cache is None:
+            return
+        self._flush_scheduled = True
+
+        def flush() -> None:
+            self._flush_scheduled = False
+            if self.cache is not None:
+                self.cache.flush()
+
+        asyncio.get_running_loop().call_soon(flush)
+
     async def _run_model(self, mrun: ModelRun, jobs: list[_Job], bar: Progress) -> list[CaseResult]:
         ctx = EvalContext(
             config=self.eval_context.config, cache=self.cache, model=mrun.model,
@@ -268,14 +318,16 @@ class Runner:
             extra=self.eval_context.extra, label=mrun.label, peers=self._peers,
         )
         slots: list[CaseResult | None] = [None] * len(jobs)
-        pending: list[int] = []
-        scoring: list[asyncio.Task[None]] = []
-        for index, job in enumerate(jobs):
-            hit = self._lookup(mrun.model, job.request)
-            if hit is None:
-                pending.append(index)
-            else:
-                scoring.append(asyncio.create_task(self._score(mrun, job, hit, ctx, bar, slots, index)))
+        self._keys = {(id(mrun.model), id(job.request)): generation_key(mrun.model.identity, job.request)
+                      for job in jobs}
+        hits = self._lookup_many(mrun.model, [job.request for job in jobs])
+        pending = [index for index, hit in enumerate(hits) if hit is None]
+        cached = [(index, hit) for index, hit in enumerate(hits) if hit is not None]
+        del hits
+        scoring: list[asyncio.Task[None]] = [
+            asyncio.create_task(self._score_many(mrun, jobs, cached[i : i + SCORE_CHUNK], ctx, bar, slots))
+            for i in range(0, len(cached), SCORE_CHUNK)
+        ]
 
         # Prompts in text order: those sharing a prefix (system prompt, retrieved passage) land
         # in one batch, where a batching model computes the prefix once (gatekeeper-hf does).
@@ -285,13 +337,13 @@ class Runner:
 
         async def run_batch(batch: list[int]) -> None:
             generations = await self._send(mrun.model, [jobs[i].request for i in batch])
-            for index, gen in zip(batch, generations, strict=True):
-                scoring.append(
-                    asyncio.create_task(self._score(mrun, jobs[index], gen, ctx, bar, slots, index))
-                )
+            scoring.append(asyncio.create_task(
+                self._score_many(mrun, jobs, list(zip(batch, generations, strict=True)), ctx, bar, slots)
+            ))
 
         await asyncio.gather(*(run_batch(b) for b in batches))
         await asyncio.gather(*scoring)
+        self._keys = {}
         return [r for r in slots if r is not None]
 
     async def _send(self, model: Model, requests: list[GenerationRequest]) -> list[Generation]:
@@ -300,7 +352,7 @@ class Runner:
         Two identical requests (epochs at temperature 0, a judge asking for an output the
         run is generating) are paid for once: the second waits for the first's answer.
         """
-        keys = [generation_key(model.identity, r) for r in requests]
+        keys = [self._key(model, r) for r in requests]
         loop = asyncio.get_running_loop()
         mine: dict[str, int] = {}
         waits: dict[int, asyncio.Future[Generation]] = {}
@@ -406,7 +458,11 @@ class Runner:
                 self.stats.completion_tokens += int(gen.usage.get("completion_tokens", 0))
                 self.stats.cost = round(self.stats.cost + (gen.cost or 0.0), 8)
             if self.cache is not None:
-                self.cache.put_generations(model.identity, list(zip(requests, generations, strict=True)))
+                self.cache.put_generations(
+                    model.identity, list(zip(requests, generations, strict=True)), defer=True,
+                    keys=[self._key(model, r) for r in requests],
+                )
+                self._schedule_flush()
             return generations
 
     def _failed(self, requests: list[GenerationRequest], message: str) -> list[Generation]:
@@ -414,26 +470,83 @@ class Runner:
         message = redact_secrets(message)
         return [Generation(text="", error=message) for _ in requests]
 
-    async def _score(
-        self, mrun: ModelRun, job: _Job, gen: Generation, ctx: EvalContext, bar: Progress,
-        slots: list[CaseResult | None], index: int,
-    ) -> None:
-        scores: list[Score] = []
-        ctx = dataclasses.replace(ctx, request=job.request)
-        for scorer in self.scorers.get(job.suite.name, []):
-            if gen.error is not None:
-                scores.append(Score(scorer.metric, None, status="error", reason=f"no output: {gen.error}"))
-                continue
+    def _scorer_error(self, scorer: Evaluator, exc: Exception) -> Score:
+        self.stats.scorer_errors += 1
+        return Score(
+            scorer.metric, None, status="error",
+            reason=f"{type(scorer).__name__} ({scorer.name}) raised {type(exc).__name__}: {exc}",
+        )
+
+    def _score_batch(self, scorer: Evaluator, cases: list[Case], gens: list[Generation]) -> list[Score]:
+        """``scorer.score_batch`` when it has one; a batch that raises (or answers the wrong
+        number of scores) is scored again case by case, so an error names its own case."""
+        batch = getattr(scorer, "score_batch", None)
+        if batch is not None and cases:
             try:
-                scores.append(await scorer.ascore(job.case, gen, ctx))
+                scores = list(batch(cases, gens))
+            except Exception:
+                scores = []
+            if len(scores) == len(cases):
+                return scores
+        out = []
+        for case, gen in zip(cases, gens, strict=True):
+            try:
+                out.append(scorer.score(case, gen))
             except Exception as exc:
-                self.stats.scorer_errors += 1
-                scores.append(Score(
-                    scorer.metric, None, status="error",
-                    reason=f"{type(scorer).__name__} ({scorer.name}) raised {type(exc).__name__}: {exc}",
-                ))
-        result = CaseResult(job.case, mrun.label, job.request.epoch, gen, scores)
-        slots[index] = result
-        if self.on_result is not None:
-            self.on_result(result)
-        bar.advance()
+                out.append(self._scorer_error(scorer, exc))
+        return out
+
+    async def _score_many(
+        self, mrun: ModelRun, jobs: list[_Job], items: list[tuple[int, Generation]], ctx: EvalContext,
+        bar: Progress, slots: list[CaseResult | None],
+    ) -> None:
+        """Score ``items`` (job index, answer): each synchronous scorer over all of them at
+        once, the others (judges) per case with the cases concurrent; then one result each."""
+        table: list[list[Score | None]] = []
+        by_suite: dict[str, list[int]] = {}
+        for pos, (index, _) in enumerate(items):
+            suite = jobs[index].suite.name
+            table.append([None] * len(self.scorers.get(suite, [])))
+            by_suite.setdefault(suite, []).append(pos)
+        awaited: list[tuple[int, int, Evaluator]] = []
+        for suite, positions in by_suite.items():
+            for j, scorer in enumerate(self.scorers.get(suite, [])):
+                ok = []
+                for pos in positions:
+                    gen = items[pos][1]
+                    if gen.error is not None:
+                        table[pos][j] = Score(scorer.metric, None, status="error", reason=f"no output: {gen.error}")
+                    elif batchable(scorer):
+                        ok.append(pos)
+                    else:
+                        awaited.append((pos, j, scorer))
+                if ok:
+                    scores = self._score_batch(
+                        scorer, [jobs[items[p][0]].case for p in ok], [items[p][1] for p in ok]
+                    )
+                    for pos, score in zip(ok, scores, strict=True):
+                        table[pos][j] = score
+        if awaited:
+            per_case: dict[int, list[tuple[int, Evaluator]]] = {}
+            for pos, j, scorer in awaited:
+                per_case.setdefault(pos, []).append((j, scorer))
+
+            async def score_case(pos: int, scorers: list[tuple[int, Evaluator]]) -> None:
+                index, gen = items[pos]
+                job = jobs[index]
+                case_ctx = dataclasses.replace(ctx, request=job.request)
+                for j, scorer in scorers:
+                    try:
+                        table[pos][j] = await scorer.ascore(job.case, gen, case_ctx)
+                    except Exception as exc:
+                        table[pos][j] = self._scorer_error(scorer, exc)
+
+            await asyncio.gather(*(score_case(pos, scorers) for pos, scorers in per_case.items()))
+        for pos, (index, gen) in enumerate(items):
+            job = jobs[index]
+            scores = [s for s in table[pos] if s is not None]
+            result = CaseResult(job.case, mrun.label, job.request.epoch, gen, scores)
+            slots[index] = result
+            if self.on_result is not None:
+                self.on_result(result)
+            bar.advance()

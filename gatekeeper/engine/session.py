@@ -202,7 +202,8 @@ class Session:
 
 
 def read_record(path: Path) -> dict[str, Any]:
-    """Read a results.json or decision.json (or the run directory holding one)."""
+    """Read a results.json or decision.json (or the run directory holding one); a record newer
+    than this version reads is refused (exit 4), format 2's cases stream from ``cases.jsonl``."""
     if path.is_dir():
         for name in ("decision.json", "results.json"):
             if (path / name).is_file():
@@ -213,8 +214,11 @@ def read_record(path: Path) -> dict[str, Any]:
             path / "CHECK_INCOMPLETE").is_file() else ""
         raise UsageError(f"no decision.json or results.json here{unfinished}", file=str(path))
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        record = dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise UsageError("no decision.json or results.json here", file=str(path)) from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"invalid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
+    from gatekeeper.engine.record import attach
+
+    return attach(record, path.parent, path)  # format check; per-case files streamed (format 2)

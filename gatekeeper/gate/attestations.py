@@ -28,8 +28,11 @@ written into ``decision.json``; ``gatekeeper report`` gathers them again on each
 
 
 def record_body(record: dict[str, Any]) -> dict[str, Any]:
-    """The record as it is stored: without the in-memory attestations."""
-    return {k: v for k, v in record.items() if k != ATTESTATIONS_KEY}
+    """The record as it is stored: without the in-memory attestations (and, in record format 2,
+    without the views over its per-case files: gatekeeper.engine.record.stored_body)."""
+    from gatekeeper.engine.record import stored_body
+
+    return stored_body(record)
 
 
 def policy_content(policy: Policy) -> dict[str, Any]:
@@ -86,7 +89,7 @@ def run_audit_records(log: Any, record: dict[str, Any], digest: str | None = Non
 
     run_id = record.get("run_id")
     if digest is None and record.get("kind") == "check":
-        digest = record_hash(record)
+        digest = record_hash(record_body(record))
     return [
         r for r in log.records()
         if r.get("subject") == run_id or (r.get("data") or {}).get("run_id") == run_id

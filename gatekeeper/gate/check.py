@@ -56,7 +56,7 @@ def run_check(
     candidate: str | dict[str, Any] | None = None, baseline: str | dict[str, Any] | None = None,
     policy_path: Path | None = None,
     out: Path | None = None, provenance: Path | None = None, formats: list[str] | None = None,
-    progress: bool = True, policy_change: str | None = None,
+    progress: bool = True, policy_change: str | None = None, confirm_load_rate: bool = False,
 ) -> tuple[dict[str, Any], list[Path]]:
     """The whole gate, shared by ``gatekeeper check`` and ``pytest --gatekeeper-check``.
 
@@ -64,12 +64,20 @@ def run_check(
     record; returns the decision record and the report files written. ``None`` arguments
     fall back to the configuration.
     """
+    from gatekeeper.engine import record as rec
     from gatekeeper.engine.results import identity_entry, new_run_id, run_record
     from gatekeeper.gate.approvals import RequiredApproval, record_hash
     from gatekeeper.gate.attestations import policy_content, with_attestations
     from gatekeeper.gate.audit import AuditLog
     from gatekeeper.gate.decision import EXIT_CODES, GateInputs, Reason, decide, evaluate_metrics
-    from gatekeeper.gate.policy import check_scope, check_sequestered, load_policy, required_approvals
+    from gatekeeper.gate.policy import (
+        check_scope,
+        check_sequestered,
+        evaluation_origin,
+        load_policy,
+        required_approvals,
+    )
+    from gatekeeper.gate.slo_load import check_load_safety, run_load_suites, select_load_suites
 
     config = session.config
     candidate = candidate or config.candidate
@@ -102,6 +110,8 @@ def run_check(
             policy, {s.name: [s.hash, *s.datasets.values()] for s in suites}, reuse_counts
         )
     ]
+    origin, synthetic_deviations = evaluation_origin(policy, suites)  # real vs synthetic cases (synth)
+    reuse_violations += [Reason(t.split(":", 1)[0], "DEVIATION", t) for t in synthetic_deviations]
     provenance_record, provenance_path = find_provenance(str(candidate), provenance, config)
     scope = check_scope(policy, provenance_record)
 
@@ -113,21 +123,30 @@ def run_check(
     diverged = training_warning(provenance_record)
     if diverged and policy.gate.scope.block_training_divergence:
         scope.deviations.append(f"gate.scope.block_training_divergence: {diverged}")
+    load_suites = select_load_suites(session, paths, policy)  # the policy's slo section: load runs
+    check_load_safety(load_suites, models, config, confirm_rate=confirm_load_rate)  # refused before any call
     specs = {"candidate": str(candidate), "baseline": str(baseline)}
     run_id = new_run_id()
     outdir.begin(out, run_id, _report_names(session, formats))
     results, stats = session.run(models, suites, run_id=run_id, specs=specs,
                                  progress=progress)
-    record = run_record(
+    staging = outdir.staging_dir(out, run_id)
+    record = run_record(  # the rows stream to staging/cases.jsonl (format 2)
         run_id=run_id,
         models={k: identity_entry(specs[k], m.identity) for k, m in models.items()},
         suites=suites, results=results, stats=stats, versions=session.host.versions(),
-        selection={"paths": paths, "k": keyword, "m": marker},
+        selection={"paths": paths, "k": keyword, "m": marker}, directory=staging,
+        max_inline_bytes=_max_inline_bytes(config),
     )
-    metrics = evaluate_metrics(policy, record["cases"], record["case_index"])
-    error_rate = sum(1 for r in record["cases"] if r["error"]) / max(1, len(record["cases"]))
+    del results
+    score_rows: list[Any] = rec.score_rows(record)  # slim rows kept from writing: no re-read
+    metrics = evaluate_metrics(policy, score_rows, rec.case_index(record))
+    slo_section, load_files = run_load_suites(
+        load_suites, models, config, policy, staging, confirm_rate=confirm_load_rate,
+        echo=session.echo if progress else None) if load_suites else (None, [])
+    error_rate = sum(1 for r in score_rows if r["error"]) / max(1, len(score_rows))
     approvals = required_approvals(policy, [scope.modification_id] if scope.modification_id else [])
-    decision, reasons = decide(policy, metrics, GateInputs(
+    decision, reasons = decide(policy, [*metrics, *(slo_section or {}).get("rows", [])], GateInputs(
         scope=scope, reuse_violations=reuse_violations, generation_error_rate=error_rate,
         approvals_required=[f"{a.role} ({a.meaning})" for a in approvals],
     ))
@@ -156,18 +175,23 @@ def run_check(
         "approvals": {"required": [RequiredApproval(a.role, a.meaning, [Path(p) for p in a.public_keys]).record_entry()
                                    for a in approvals]},
     })
+    record["data_origin"] = origin  # synthetic and real cases apart, overall and per slice
+    if slo_section is not None:
+        record["slo"] = slo_section  # service-level guardrails (gate/slo_check.py)
     session.host.hook.gatekeeper_decision_made(record=record)
     head = audit.head() if audit.path.is_file() else None
     record[ANCHOR_KEY] = {"seq": head["seq"], "head": head["hash"]} if head else {"seq": 0, "head": None}
     refs = {
-        "policy": policy.hash, "decision": record_hash(record),
+        "policy": policy.hash, "decision": record_hash(rec.stored_body(record)),
         **{f"suite:{s.name}": s.hash for s in suites},
+        **{f"load:{s.name}": s.hash for s in load_suites},
         **{f"dataset:{Path(p).name}": h for s in suites for p, h in s.datasets.items()},
         **{f"model:{k}": m.identity.digest for k, m in models.items()},
     }
-    staging = outdir.staging_dir(out, run_id)
     try:
-        staged = session.write_reports(record, staging, ["json"])  # the record, before its audit record
+        staged = [staging / p for p in rec.file_paths(record)]  # per-case files, published before the record
+        staged += load_files  # load-<suite>.jsonl: every load request measured
+        staged += session.write_reports(record, staging, ["json"])  # the record, before its audit record
     except Exception as exc:
         outdir.fail(out, run_id, f"writing the decision record failed: {exc}")
         raise
@@ -175,6 +199,7 @@ def run_check(
         "decision": decision, "policy": policy.metadata.id, "policy_version": policy.metadata.version,
         "candidate": specs["candidate"], "baseline": specs["baseline"], "out": str(out),
         **({"policy_change": {"reason": policy_change, "was": changed_under_version}} if changed_under_version else {}),
+        **({"load_rate_confirmed": True} if confirm_load_rate and load_suites else {}),
     })
     try:
         # After the audit record, so the reports can show it; approvals cannot exist yet.
@@ -182,6 +207,7 @@ def run_check(
         staged += session.write_reports(with_attestations(record, run_dir=None, audit_log=audit.path), staging,
                                         rest)
         written = outdir.publish(out, run_id, staged)
+        rec.relocate(record, out)
     except BaseException as exc:
         why = f"{type(exc).__name__}: {exc}"
         outdir.fail(out, run_id, f"publishing the reports failed after the audit record: {why}")
@@ -191,6 +217,14 @@ def run_check(
             pass
         raise
     return record, written
+
+
+def _max_inline_bytes(config: Any) -> int:
+    """``record.max_inline_bytes`` of the configuration (outputs longer are stored as blobs)."""
+    from gatekeeper.engine.record import DEFAULT_MAX_INLINE_BYTES
+
+    section = getattr(config, "record", None)
+    return int(getattr(section, "max_inline_bytes", DEFAULT_MAX_INLINE_BYTES))
 
 
 def _report_names(session: Any, formats: list[str] | None) -> list[str]:

@@ -44,12 +44,26 @@ def sha256_bytes(data: bytes) -> str:
 
 @dataclass
 class Member:
+    """One file of the bundle: its bytes, or (large per-case files) the file they stream from."""
+
     path: str
     data: bytes
     role: str
+    source: Path | None = None
 
     def entry(self) -> dict[str, Any]:
+        if self.source is not None:
+            from gatekeeper.engine.record import sha256_file
+
+            return {"path": self.path, "sha256": sha256_file(self.source), "bytes": self.source.stat().st_size,
+                    "role": self.role}
         return {"path": self.path, "sha256": sha256_bytes(self.data), "bytes": len(self.data), "role": self.role}
+
+    def write(self, zf: zipfile.ZipFile) -> None:
+        if self.source is not None:
+            zf.write(self.source, self.path)
+        else:
+            zf.writestr(self.path, self.data)
 
 
 @dataclass
@@ -89,8 +103,8 @@ class _Collector:
             digest = sha256_bytes(str(resolved.parent).encode())[:8]
             return f"external/{digest}/{resolved.name}"
 
-    def add(self, arcname: str, data: bytes, role: str) -> None:
-        self.members.setdefault(arcname, Member(arcname, data, role))
+    def add(self, arcname: str, data: bytes, role: str, source: Path | None = None) -> None:
+        self.members.setdefault(arcname, Member(arcname, data, role, source))
 
     def add_file(self, path: Path, role: str, *, sha256: str | None = None, what: str = "file") -> None:
         if not path.is_file():
@@ -162,6 +176,7 @@ def build_bundle(run_dir: Path, out: Path, *, project_root: Path, audit_log: Pat
 
     :raises UsageError: not a run directory, or a file the record names is missing or changed.
     """
+    from gatekeeper.engine.record import file_paths, stored_body, verify_files
     from gatekeeper.engine.results import utc_now
     from gatekeeper.engine.session import read_record
     from gatekeeper.gate.approvals import record_hash
@@ -171,11 +186,20 @@ def build_bundle(run_dir: Path, out: Path, *, project_root: Path, audit_log: Pat
         raise UsageError("not a run directory (give the --out directory of gatekeeper check or run)",
                          file=str(run_dir))
     record = read_record(run_dir)
+    problems = verify_files(record, run_dir)  # the per-case files must still be the ones the record names
+    if problems:
+        raise UsageError("the per-case files do not match the record: " + "; ".join(problems[:3]), file=str(run_dir))
+    per_case = set(file_paths(record))
     col = _Collector(project_root)
     for path in _run_files(run_dir):
         if out.exists() and path.resolve() == out.resolve():
             continue
         name = path.relative_to(run_dir).as_posix()
+        if name in per_case:  # streamed into the zip, never held in memory whole
+            col.add("run/" + name, b"", _run_role(path.name) if "/" not in name else "output blob", source=path)
+            continue
+        if name.startswith("blobs/"):
+            continue  # a blob no row of this record references (left by an earlier run)
         col.add("run/" + name, (rendered or {}).get(name) or path.read_bytes(), _run_role(path.name))
     if record.get("kind") == "check":
         policy = record["policy"]
@@ -198,7 +222,7 @@ def build_bundle(run_dir: Path, out: Path, *, project_root: Path, audit_log: Pat
         "run_id": record.get("run_id"),
         "kind": record.get("kind"),
         "decision": record.get("decision"),
-        "record_hash": record_hash(record) if record.get("kind") == "check" else None,
+        "record_hash": record_hash(stored_body(record)) if record.get("kind") == "check" else None,
         "audit": audit,
         "members": [m.entry() for m in members],
     }
@@ -208,13 +232,15 @@ def build_bundle(run_dir: Path, out: Path, *, project_root: Path, audit_log: Pat
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(MANIFEST, manifest_bytes)
         for m in members:
-            zf.writestr(m.path, m.data)
+            m.write(zf)
     tmp.replace(out)
     return Bundle(out, manifest, sha256_bytes(manifest_bytes))
 
 
 def _run_role(name: str) -> str:
     return {"decision.json": "decision record", "results.json": "run record", "approvals.jsonl": "approvals",
+            "cases.jsonl": "per-case results (hashed in the record)",
+            "case_index.jsonl": "cases asked (hashed in the record)",
             "report.html": "report", "report.pdf": "report", "summary.md": "report",
             "junit.xml": "report"}.get(name, "run output")
 
@@ -285,6 +311,7 @@ def verify_bundle(path: Path) -> Verification:
             result = Verification(digest, manifest)
             _check_members(zf, manifest, result)
             _check_record(zf, manifest, result)
+            _check_case_files(zf, result)
             _check_audit_records(zf, result)
             _check_bundled_check(zf, manifest, result)
             _check_signatures(zf, manifest, result)
@@ -309,12 +336,11 @@ def _check_members(zf: zipfile.ZipFile, manifest: dict[str, Any], result: Verifi
             result.missing.append(name)
             continue
         try:
-            data = zf.read(name)
+            actual = _member_sha256(zf, name)
         except zipfile.BadZipFile as exc:  # a member whose CRC no longer matches
             result.changed.append(f"{name} (unreadable: {exc})")
             continue
         result.checked += 1
-        actual = sha256_bytes(data)
         if actual != entry["sha256"]:
             result.changed.append(f"{name} (SHA-256 {actual[:12]}…, manifest {entry['sha256'][:12]}…)")
 
@@ -332,6 +358,45 @@ def _check_record(zf: zipfile.ZipFile, manifest: dict[str, Any], result: Verific
         return
     if not isinstance(record, dict) or record_hash(record) != expected:
         result.problems.append("run/decision.json does not hash to the manifest's record_hash")
+
+
+def _member_sha256(zf: zipfile.ZipFile, name: str) -> str:
+    digest = hashlib.sha256()
+    with zf.open(name) as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_case_files(zf: zipfile.ZipFile, result: Verification) -> None:
+    """Record format 2: every per-case file the bundled record names is in the bundle and hashes
+    to what the record holds (a rewritten manifest does not hide an edited case line)."""
+    from gatekeeper.engine.record import content_sha256, expected_hashes
+
+    for record_name in ("run/decision.json", "run/results.json"):
+        if record_name not in zf.namelist():
+            continue
+        try:
+            record = json.loads(zf.read(record_name))
+        except (json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile):
+            return  # reported by _check_record
+        if not isinstance(record, dict):
+            return
+        present = set(zf.namelist())
+        for rel, sha in expected_hashes(record).items():
+            name = "run/" + rel
+            if name not in present:
+                result.problems.append(f"{name}: named by {record_name} but not in the bundle")
+                continue
+            try:
+                actual = content_sha256(Path(name), zf.open(name))
+            except zipfile.BadZipFile as exc:
+                result.problems.append(f"{name}: unreadable ({exc})")
+                continue
+            if actual != sha:
+                result.problems.append(f"{name}: hashes to {actual[:12]}…, {record_name} holds {sha[:12]}… "
+                                       "(a case was edited)")
+        return
 
 
 def _check_audit_records(zf: zipfile.ZipFile, result: Verification) -> None:

@@ -58,12 +58,20 @@ class RecordCheck:
 
 
 def stored_body(record: dict[str, Any]) -> dict[str, Any]:
-    """The record as written to ``decision.json``: without in-memory keys (``attestations``, ``_written``)."""
-    return {k: v for k, v in record.items() if k not in ("attestations", "_written")}
+    """The record as written to ``decision.json``: without in-memory keys (``attestations``,
+    ``_written``) and the views over the per-case files (record format 2)."""
+    from gatekeeper.engine.record import stored_body as body
+
+    return body(record)
 
 
-def check_record(record: dict[str, Any], log_path: Path | None) -> RecordCheck:
-    """Compare ``record``'s hash with the ``check`` record the audit trail holds for its run."""
+def check_record(record: dict[str, Any], log_path: Path | None, run_dir: Path | None = None) -> RecordCheck:
+    """Compare ``record``'s hash with the ``check`` record the audit trail holds for its run.
+
+    In record format 2 the per-case files (``cases.jsonl``, ``case_index.jsonl``, blobs) must
+    also hash to what ``decision.json`` names: they are in ``run_dir``, or where the record
+    was read from (:func:`gatekeeper.engine.record.load`).
+    """
     from gatekeeper.gate.approvals import record_hash
     from gatekeeper.gate.audit import AuditLog
 
@@ -91,6 +99,13 @@ def check_record(record: dict[str, Any], log_path: Path | None) -> RecordCheck:
     checks = [r for r in records if r["action"] == "check" and r["subject"] == run_id]
     match = next((r for r in checks if r["refs"].get("decision") == digest), None)
     if match is not None:
+        from gatekeeper.engine.record import record_dir, verify_files
+
+        where = run_dir or record_dir(record)  # unknown (a record handed over in memory): the caller checks
+        problems = verify_files(body, where) if where is not None else []
+        if problems:
+            return RecordCheck(TAMPERED, "the per-case files do not match decision.json: " + "; ".join(problems[:3])
+                               + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""), digest)
         return RecordCheck(INTACT, f"audit record {match['seq']} vouches for this record", digest, match)
     if checks:
         noted = str(checks[-1]["refs"].get("decision"))
@@ -100,9 +115,10 @@ def check_record(record: dict[str, Any], log_path: Path | None) -> RecordCheck:
                        "record was not made by a check recorded here, or the trail's tail was removed", digest)
 
 
-def require_intact(record: dict[str, Any], log_path: Path | None, *, where: Path | str) -> RecordCheck:
+def require_intact(record: dict[str, Any], log_path: Path | None, *, where: Path | str,
+                   run_dir: Path | None = None) -> RecordCheck:
     """:func:`check_record`, raising :class:`RecordTampered` (exit 4, naming ``where``) unless ok."""
-    result = check_record(record, log_path)
+    result = check_record(record, log_path, run_dir)
     if not result.ok:
         raise RecordTampered(f"refusing the decision record: {result.detail}", file=str(where))
     return result

@@ -8,7 +8,8 @@ Order of a check's writes (see :func:`gatekeeper.gate.check.run_check`):
 3. the decision record is written to a staging directory inside ``out``;
 4. the audit ``check`` record is appended (the commit point);
 5. the other reports are rendered into staging, every file is renamed into ``out``
-   (``decision.json`` last) and the marker is removed.
+   (the per-case files ``cases.jsonl``, ``case_index.jsonl``, ``blobs/`` first,
+   ``decision.json`` last) and the marker is removed.
 
 A kill, a read-only directory or a full disk before step 4 leaves no audit record; after
 it, the marker stays, the staged record is kept for inspection, and the next check into
@@ -26,12 +27,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.engine.record import PER_CASE_NAMES
 from gatekeeper.files import fsync_directory, write_atomic
 from gatekeeper.types import GatekeeperError, UsageError, utc_now
 
 MARKER = "CHECK_INCOMPLETE"
 STAGING_PREFIX = ".staging-"
 RECORD_FILES = ("decision.json", "results.json")
+PER_CASE_FILES = PER_CASE_NAMES
+"""A format-2 record's per-case files beside it (gatekeeper.engine.record)."""
 BUILTIN_REPORT_FILES = ("report.html", "report.pdf", "summary.md", "junit.xml")
 """Removed with the previous record even when a reporter does not declare its ``filename``."""
 VOID_ACTION = "check.void"
@@ -80,6 +84,12 @@ def _claim(out: Path, run_id: str, report_names: Iterable[str]) -> None:
     }, indent=1) + "\n")
     for name in {*RECORD_FILES, *BUILTIN_REPORT_FILES, *report_names}:
         (out / name).unlink(missing_ok=True)
+    for name in PER_CASE_FILES:  # the previous record's cases.jsonl, case_index.jsonl and blobs/
+        stale_path = out / name
+        if stale_path.is_dir():
+            shutil.rmtree(stale_path, ignore_errors=True)
+        else:
+            stale_path.unlink(missing_ok=True)
     for stale in out.glob(STAGING_PREFIX + "*"):
         if stale.is_dir() and stale.name != STAGING_PREFIX + run_id:
             shutil.rmtree(stale, ignore_errors=True)
@@ -102,19 +112,29 @@ def fail(out: Path, run_id: str, why: str) -> None:
 
 
 def publish(out: Path, run_id: str, staged: list[Path]) -> list[Path]:
-    """Rename the staged files into ``out`` (the record last), then drop the marker."""
+    """Rename the staged files into ``out`` (the per-case files first, the record last), then
+    drop the marker. A staged file keeps its path below the staging directory (``blobs/…``)."""
+    staging = out / (STAGING_PREFIX + run_id)
     ordered = sorted(staged, key=lambda p: p.name in RECORD_FILES)
     final = []
     for path in ordered:
-        target = out / path.name
+        target = out / _below(path, staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
         final.append(target)
     fsync_directory(out)
     shutil.rmtree(out / (STAGING_PREFIX + run_id), ignore_errors=True)
     (out / MARKER).unlink(missing_ok=True)
     fsync_directory(out)
-    by_name = {p.name: p for p in final}
-    return [by_name[p.name] for p in staged]
+    by_name = {_below(p, out): p for p in final}
+    return [by_name[_below(p, staging)] for p in staged]
+
+
+def _below(path: Path, directory: Path) -> Path:
+    try:
+        return path.relative_to(directory)
+    except ValueError:
+        return Path(path.name)
 
 
 def void_orphan(out: Path, audit: Any) -> dict[str, Any] | None:

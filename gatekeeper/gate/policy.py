@@ -40,6 +40,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from gatekeeper.gate.slo_policy import SloSection, slo_problems
 from gatekeeper.host import yamlfile
 from gatekeeper.types import ModelSpec, UsageError
 
@@ -234,6 +235,48 @@ class SequesteredTestSet(_Section):
         return value.removeprefix("sha256:") if value else value
 
 
+class PrivacyRules(_Section):
+    """``data_management.privacy``: what the privacy record of generated or curated data
+    (``gatekeeper.privacy/1``, :mod:`gatekeeper.signals.privacy`) must show."""
+
+    max_pii_rows: int | None = Field(default=None, ge=0)
+    max_source_similarity: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_embedding_similarity: float | None = Field(default=None, ge=0.0, le=1.0)
+    require_detector: str | None = None
+
+
+class SyntheticShare(_Section):
+    """Bounds on the share of synthetic rows (``synthetic: true`` or ``origin: synthetic``) in
+    a data set, overall and per value of the ``slices`` fields."""
+
+    max_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    slices: list[str] = Field(default_factory=list)
+    slice_max_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    slice_min_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_slice_n: int = Field(default=1, ge=1)
+    """Slice values with fewer rows than this are reported but not judged."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SyntheticShare:
+        for low, high, name in ((self.min_share, self.max_share, "min_share"),
+                                (self.slice_min_share, self.slice_max_share, "slice_min_share")):
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"{name} {low} is above its maximum {high}")
+        if (self.slice_max_share is not None or self.slice_min_share is not None) and not self.slices:
+            raise ValueError("slice_max_share/slice_min_share need 'slices' (the fields to group by, e.g. [topic])")
+        return self
+
+
+class SyntheticRules(_Section):
+    """``data_management.synthetic``: the synthetic share allowed in the evaluated suites
+    (``evaluation``, checked by ``gatekeeper check``) and in the candidate's training data
+    (``training``, read from provenance ``data.synthetic``)."""
+
+    evaluation: SyntheticShare | None = None
+    training: SyntheticShare | None = None
+
+
 class DataManagement(_Section):
     """Data management practices: where data may come from and how test data stays clean."""
 
@@ -242,6 +285,8 @@ class DataManagement(_Section):
     pii_scrubbing_required: bool = False
     sequestered_test_sets: list[SequesteredTestSet] = Field(default_factory=list)
     max_reuse: int | None = Field(default=None, ge=1)
+    privacy: PrivacyRules | None = None
+    synthetic: SyntheticRules = Field(default_factory=SyntheticRules)
 
     def source(self, source_id: str) -> DataSource | None:
         return next((s for s in self.sources if s.id == source_id), None)
@@ -703,6 +748,8 @@ class Policy(_Section):
     update_procedures: UpdateProcedures = Field(default_factory=UpdateProcedures)
     impact_assessment: ImpactAssessment
     traceability: list[TraceLink] = Field(min_length=1)
+    slo: SloSection | None = None
+    """Service-level guardrails on load suites (gate/slo_policy.py, docs/load.md)."""
 
     _path: Path | None = PrivateAttr(None)
     _hash: str = PrivateAttr("")
@@ -784,6 +831,7 @@ def load_policy(path: Path, *, suite_names: Collection[str] | None = None) -> Po
         *_reference_problems(policy),
         *_suite_problems(policy, suite_names),
         *_public_key_problems(policy),
+        *slo_problems(policy.slo, {m.name for m in policy.performance_evaluation.metrics}),
     ]
     if problems:
         loc, message = min(problems, key=lambda p: locator.line(p[0]) or 0)
@@ -811,6 +859,11 @@ def _unknown(
             yield (*loc, i), f"unknown {what} {name!r} (known: {listing}){hint}"
 
 
+def _slo_names(policy: Policy) -> set[str]:
+    """SLO guardrails are evaluations too: modifications, risks and traceability may name them."""
+    return {g.name for g in policy.slo.guardrails} if policy.slo else set()
+
+
 def _reference_problems(policy: Policy) -> Iterator[Problem]:
     """Cross-references between sections: every id or name used must be declared."""
     yield from _modification_problems(policy)
@@ -820,7 +873,7 @@ def _reference_problems(policy: Policy) -> Iterator[Problem]:
 
 
 def _modification_problems(policy: Policy) -> Iterator[Problem]:
-    metric_names = {m.name for m in policy.performance_evaluation.metrics}
+    metric_names = {m.name for m in policy.performance_evaluation.metrics} | _slo_names(policy)
     source_ids = {s.id for s in policy.data_management.sources}
     approvals = policy.update_procedures.approvals
     yield from _duplicates((m.id for m in policy.modifications), ("modifications",), "id", "modification id")
@@ -903,7 +956,7 @@ def _update_problems(policy: Policy) -> Iterator[Problem]:
 
 
 def _impact_problems(policy: Policy) -> Iterator[Problem]:
-    metric_names = {m.name for m in policy.performance_evaluation.metrics}
+    metric_names = {m.name for m in policy.performance_evaluation.metrics} | _slo_names(policy)
     modification_ids = {m.id for m in policy.modifications}
     risks = policy.impact_assessment.risks
     yield from _duplicates((r.id for r in risks), ("impact_assessment", "risks"), "id", "risk id")
@@ -1249,4 +1302,116 @@ def _data_deviations(rules: DataManagement, provenance: Mapping[str, Any]) -> li
             "data_management.pii_scrubbing_required: the provenance does not record that the training "
             "data was PII-scrubbed (data.pii_scrubbed: true)"
         )
+    if rules.privacy is not None:
+        found += privacy_deviations(rules.privacy, data.get("privacy"))
+    if rules.synthetic.training is not None:
+        found += synthetic_share_deviations(rules.synthetic.training, data.get("synthetic"),
+                                            "data_management.synthetic.training", "training data")
     return found
+
+
+def privacy_deviations(rules: PrivacyRules, record: Any) -> list[str]:
+    """Where a privacy record (``gatekeeper.privacy/1``: PII left in rows, memorization)
+    breaks ``data_management.privacy``; a missing record breaks every rule it has."""
+    clause = "data_management.privacy"
+    if not isinstance(record, Mapping):
+        return [f"{clause}: the provenance records no privacy check (data.privacy); run it with "
+                "gatekeeper synth or gatekeeper privacy check"]
+    found: list[str] = []
+    detector = _section(record, "detector").get("name")
+    if rules.require_detector is not None and detector != rules.require_detector:
+        found.append(f"{clause}.require_detector: the PII check ran with {detector or 'no detector'!r}, "
+                     f"not {rules.require_detector!r}")
+    pii = _section(record, "pii")
+    rows = pii.get("rows_with_pii")
+    if rules.max_pii_rows is not None:
+        if not isinstance(rows, int):
+            found.append(f"{clause}.max_pii_rows: the privacy record has no PII scan (pii.rows_with_pii)")
+        elif rows > rules.max_pii_rows:
+            found.append(f"{clause}.max_pii_rows: {rows} rows still contain PII (at most {rules.max_pii_rows})")
+    memo = _section(record, "memorization")
+    for key, limit, what in (("max_ngram_overlap", rules.max_source_similarity, "max_source_similarity"),
+                             ("max_embedding_similarity", rules.max_embedding_similarity, "max_embedding_similarity")):
+        if limit is None:
+            continue
+        value = memo.get(key)
+        if not isinstance(value, int | float):
+            found.append(f"{clause}.{what}: the privacy record has no {key} (memorization not checked)")
+        elif value > limit:
+            found.append(f"{clause}.{what}: a generated row is {value:.3f} similar to a source row "
+                         f"(at most {limit}; see memorization.pairs)")
+    return found
+
+
+# --------------------------------------------------------------------------- synthetic share
+
+
+def is_synthetic(row: Mapping[str, Any]) -> bool:
+    """A row marked synthetic: ``synthetic: true`` or ``origin: synthetic`` (what synth writes)."""
+    return row.get("synthetic") is True or str(row.get("origin", "")).lower() == "synthetic"
+
+
+def _share(rows: int, synthetic: int) -> dict[str, Any]:
+    return {"rows": rows, "synthetic": synthetic, "real": rows - synthetic,
+            "share": round(synthetic / rows, 6) if rows else None}
+
+
+def origin_counts(rows: Iterable[Mapping[str, Any]], slices: Sequence[str] = ()) -> dict[str, Any]:
+    """Real and synthetic rows, overall and per value of each ``slices`` field (the record
+    ``data.synthetic`` of provenance and ``data_origin`` of a decision)."""
+    total = synth = 0
+    groups: dict[str, dict[str, list[int]]] = {name: {} for name in slices}
+    for row in rows:
+        flag = is_synthetic(row)
+        total += 1
+        synth += flag
+        for name in slices:
+            cell = groups[name].setdefault(str(row.get(name, "unknown")), [0, 0])
+            cell[0] += 1
+            cell[1] += flag
+    return {**_share(total, synth),
+            "by_slice": {name: {value: _share(*c) for value, c in sorted(values.items())}
+                         for name, values in groups.items()}}
+
+
+def synthetic_share_deviations(rule: SyntheticShare, counts: Any, clause: str, what: str) -> list[str]:
+    """Where ``counts`` (:func:`origin_counts`) break ``rule``; missing counts break it too."""
+    if not isinstance(counts, Mapping) or not isinstance(counts.get("rows"), int):
+        return [f"{clause}: the synthetic share of the {what} is not recorded (data.synthetic), so the cap "
+                "cannot be shown to hold"]
+    found: list[str] = []
+
+    def bound(share: Any, low: float | None, high: float | None, where: str, label: str) -> None:
+        if share is None:
+            return
+        if high is not None and share > high:
+            found.append(f"{where}: {label} is {share:.1%} synthetic, above the maximum {high:.1%}")
+        if low is not None and share < low:
+            found.append(f"{where}: {label} is {share:.1%} synthetic, below the minimum {low:.1%}")
+
+    bound(counts.get("share"), rule.min_share, rule.max_share, clause,
+          f"the {what} ({counts['synthetic']} of {counts['rows']} rows)")
+    by_slice = counts.get("by_slice") or {}
+    for name in rule.slices:
+        values = by_slice.get(name)
+        if values is None:
+            found.append(f"{clause}.slices: the {what} records no synthetic share per {name!r}")
+            continue
+        for value, cell in values.items():
+            if cell.get("rows", 0) >= rule.min_slice_n:
+                bound(cell.get("share"), rule.slice_min_share, rule.slice_max_share, f"{clause}.slices[{name}]",
+                      f"{name}={value} ({cell['synthetic']} of {cell['rows']} rows)")
+    return found
+
+
+def evaluation_origin(policy: Policy, suites: Sequence[Any]) -> tuple[dict[str, Any], list[str]]:
+    """The evaluated cases' origins (overall and per slice of the suites and of the rule) and
+    the deviations from ``data_management.synthetic.evaluation``."""
+    rule = policy.data_management.synthetic.evaluation
+    slices = [*(s for suite in suites for s in suite.slices if s != "origin"), *(rule.slices if rule else [])]
+    rows = [{**c.vars, **c.slices} for suite in suites for c in suite.cases]
+    counts = origin_counts(rows, list(dict.fromkeys(slices)))
+    if rule is None:
+        return counts, []
+    return counts, synthetic_share_deviations(rule, counts, "data_management.synthetic.evaluation",
+                                              "evaluated suites")

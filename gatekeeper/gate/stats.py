@@ -66,9 +66,20 @@ MIN_N_CONTINUOUS = 50
 """Default minimum n for other metrics: below it the bootstrap and t intervals of skewed scores
 with many exact 0s and 1s promote at up to 1.6 x alpha (docs/benchmarks.md)."""
 BCA_MAX_CASES = 20_000
-"""Above this many cases BCa's O(n^2) jackknife is replaced by the percentile interval."""
+"""Above this many cases the BCa interval is replaced by the percentile interval (they agree)."""
 _BOOTSTRAP_BATCH = 256
 """Resamples per vectorised call: bounds memory to about 256 * n floats."""
+SCIPY_BOOTSTRAP_MAX = 2_000
+"""Up to this many cases (clusters) the bootstrap is :func:`scipy.stats.bootstrap` itself;
+above it, :func:`_array_bootstrap`: the same resamples (same seed, same numbers up to
+rounding), in chunks bounded by :data:`RESAMPLE_ELEMENTS`, and BCa's jackknife of a mean or a
+ratio of sums in closed form (O(n), where scipy's is O(n^2))."""
+RESAMPLE_ELEMENTS = 1 << 22
+"""Resampled values held at once (about 64 MB of indices and values) at any n."""
+MULTINOMIAL_MIN_CASES = BCA_MAX_CASES
+"""Above this many cases, a metric with few distinct paired differences (binary, a few
+levels) is resampled as multinomial counts of those values: the same bootstrap
+distribution, O(distinct values) per resample instead of O(n) (another random stream)."""
 
 
 @dataclass
@@ -141,8 +152,10 @@ def _is_missing(value: object) -> bool:
 
 def _finite(values: Iterable[Any]) -> np.ndarray:
     """The values that are neither None nor NaN, as a float array."""
-    kept = [float(v) for v in values if not _is_missing(v)]
-    array = np.asarray(kept, dtype=float)
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        array = values
+    else:
+        array = np.fromiter((math.nan if v is None else v for v in values), dtype=float)
     return array[np.isfinite(array)]
 
 
@@ -160,8 +173,14 @@ def average_epochs(scores: Mapping[str, Sequence[float | None]]) -> dict[str, fl
     comparison's ``n`` then shows how many cases were actually used.
     """
     means: dict[str, float] = {}
+    isfinite = math.isfinite
     for case_id, epochs in scores.items():  # plain Python: numpy costs ~50 us per tiny array
-        kept = [number for v in epochs if v is not None and math.isfinite(number := float(v))]
+        if len(epochs) == 1:  # the common case, without building a list
+            only = epochs[0]
+            if only is not None and isfinite(number := float(only)):
+                means[case_id] = number
+            continue
+        kept = [number for v in epochs if v is not None and isfinite(number := float(v))]
         if kept:
             means[case_id] = kept[0] if len(kept) == 1 else math.fsum(kept) / len(kept)
     return means
@@ -189,24 +208,121 @@ def _pair(
     baseline: Mapping[str, float | None], candidate: Mapping[str, float | None]
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Case ids with a finite score in both mappings (sorted), and the two score arrays."""
-    pairs = sorted(
-        (case_id, base, cand)
-        for case_id in baseline.keys() & candidate.keys()
-        if (base := _score(baseline[case_id])) is not None
-        and (cand := _score(candidate[case_id])) is not None
-    )
-    ids = [case_id for case_id, _, _ in pairs]
-    base_scores = np.array([base for _, base, _ in pairs], dtype=float)
-    cand_scores = np.array([cand for _, _, cand in pairs], dtype=float)
+    ids = sorted(baseline.keys() & candidate.keys())
+
+    def column(scores: Mapping[str, float | None]) -> np.ndarray:
+        return np.fromiter((math.nan if (v := scores[i]) is None else float(v) for i in ids), dtype=float,
+                           count=len(ids))
+
+    base_scores, cand_scores = column(baseline), column(candidate)
+    keep = np.isfinite(base_scores) & np.isfinite(cand_scores)
+    if not keep.all():
+        ids = [case_id for case_id, kept in zip(ids, keep.tolist(), strict=True) if kept]
+        base_scores, cand_scores = base_scores[keep], cand_scores[keep]
     return ids, base_scores, cand_scores
 
 
 # ------------------------------------------------------------------- paired intervals
 
 
+class _Distribution(NamedTuple):
+    """A bootstrap distribution and its interval, shaped like what scipy returns."""
+
+    confidence_interval: _Interval
+    bootstrap_distribution: np.ndarray
+
+
+def _resampled_ratios(
+    num: np.ndarray, den: np.ndarray | None, n_resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Bootstrap distribution of ``mean(num)`` (``den`` None) or ``sum(num) / sum(den)``,
+    resampling indices as :func:`scipy.stats.bootstrap` does (``rng.integers(0, n, (b, n))``
+    per chunk; numpy's stream does not depend on the chunking), at most
+    :data:`RESAMPLE_ELEMENTS` values at a time."""
+    n = num.size
+    out = np.empty(n_resamples)
+    rows = max(1, min(_BOOTSTRAP_BATCH, RESAMPLE_ELEMENTS // n))
+    for start in range(0, n_resamples, rows):
+        b = min(rows, n_resamples - start)
+        index = rng.integers(0, n, (b, n))
+        if den is None:
+            out[start : start + b] = num[index].mean(axis=-1)
+        else:
+            out[start : start + b] = num[index].sum(axis=-1) / den[index].sum(axis=-1)
+    return out
+
+
+def _multinomial_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Bootstrap means drawn as multinomial counts over the distinct values, or None when
+    there are too many distinct values for that to pay."""
+    levels, counts = np.unique(values, return_counts=True)
+    if levels.size > max(16, values.size // 64):
+        return None
+    out = np.empty(n_resamples)
+    rows = max(1, min(_BOOTSTRAP_BATCH, RESAMPLE_ELEMENTS // levels.size))
+    shares = counts / values.size
+    for start in range(0, n_resamples, rows):
+        b = min(rows, n_resamples - start)
+        out[start : start + b] = rng.multinomial(values.size, shares, size=b) @ levels / values.size
+    return out
+
+
+def _jackknife(num: np.ndarray, den: np.ndarray | None) -> np.ndarray:
+    """Leave-one-out values of the mean (or ratio of sums), in closed form."""
+    if den is None:
+        return (num.sum() - num) / (num.size - 1)
+    return (num.sum() - num) / (den.sum() - den)
+
+
+def _array_bootstrap(
+    num: np.ndarray, den: np.ndarray | None, *, level: float, method: str, n_resamples: int, seed: int,
+    previous: np.ndarray | None = None,
+) -> _Distribution:
+    """The percentile or BCa interval of the mean of ``num`` (or ratio ``sum(num)/sum(den)``)
+    as :func:`scipy.stats.bootstrap` computes it (Efron & Tibshirani 1993, 14.3), with
+    resamples in bounded chunks and the jackknife in closed form. ``previous``: a
+    distribution already drawn (the percentile fallback of a degenerate BCa)."""
+    from scipy.special import ndtr, ndtri
+
+    rng = np.random.default_rng(seed)
+    if previous is not None:
+        theta_b = previous
+    else:
+        theta_b = None
+        if den is None and num.size > MULTINOMIAL_MIN_CASES:
+            theta_b = _multinomial_means(num, n_resamples, rng)
+        if theta_b is None:
+            theta_b = _resampled_ratios(num, den, n_resamples, rng)
+    alpha = (1 - level) / 2
+    if method == "BCa":
+        theta = float(num.mean()) if den is None else float(num.sum() / den.sum())
+        below = np.count_nonzero(theta_b < theta) + np.count_nonzero(theta_b <= theta)
+        z0 = float(ndtri(below / (2 * theta_b.size)))
+        jack = _jackknife(num, den)
+        u = (num.size - 1) * (jack.mean() - jack)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a_hat = float((np.sum(u**3) / num.size**3) / (np.sum(u**2) / num.size**2) ** 1.5 / 6)
+            z_alpha = float(ndtri(alpha))
+            bounds = []
+            for z in (z_alpha, -z_alpha):
+                shifted = z0 + z
+                bounds.append(float(ndtr(z0 + shifted / (1 - a_hat * shifted))))
+        if not all(math.isfinite(b) for b in bounds):
+            return _Distribution(_Interval(math.nan, math.nan), theta_b)
+        low, high = np.quantile(theta_b, bounds)
+    else:
+        low, high = np.quantile(theta_b, [alpha, 1 - alpha])
+    return _Distribution(_Interval(float(low), float(high)), theta_b)
+
+
 def _run_bootstrap(
     diffs: np.ndarray, *, level: float, method: str, n_resamples: int, seed: int, previous: Any = None
 ) -> Any:
+    if diffs.size > SCIPY_BOOTSTRAP_MAX:
+        return _array_bootstrap(
+            diffs, None, level=level, method=method, n_resamples=n_resamples, seed=seed,
+            previous=None if previous is None else previous.bootstrap_distribution,
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -468,6 +584,11 @@ def cluster_bootstrap_ci(
         return np.asarray(s.sum(axis=axis) / m.sum(axis=axis))
 
     def run(kind: str, previous: Any = None) -> Any:
+        if n_clusters > SCIPY_BOOTSTRAP_MAX:
+            return _array_bootstrap(
+                sums, sizes, level=level, method=kind, n_resamples=n_resamples, seed=seed,
+                previous=None if previous is None else previous.bootstrap_distribution,
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", stats.DegenerateDataWarning)
             warnings.simplefilter("ignore", RuntimeWarning)

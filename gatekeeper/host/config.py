@@ -9,7 +9,6 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from gatekeeper.host import yamlfile
 from gatekeeper.types import Config, UsageError
 
 CONFIG_FILES = ("gatekeeper.yaml", "gatekeeper.yml")
@@ -36,6 +35,8 @@ def load_config(explicit: Path | None = None, cwd: Path | None = None) -> Config
         return Config(root=cwd)
     if not path.is_file():
         raise UsageError("configuration file not found", file=str(path))
+    from gatekeeper.host import yamlfile  # here, not at the top: no project file, no YAML parser
+
     if path.name == "pyproject.toml":
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))

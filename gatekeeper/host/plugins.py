@@ -42,9 +42,11 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("openai_ft", "gatekeeper.builtin.tuners.openai_ft"),
     ("evaluators", "gatekeeper.builtin.scoring.evaluators"),
     ("grounding", "gatekeeper.builtin.scoring.grounding"),
+    ("structural", "gatekeeper.builtin.scoring.structural"),
     ("judges", "gatekeeper.builtin.scoring.judges"),
     ("classifiers", "gatekeeper.builtin.scoring.classifiers"),
     ("judge_grounding", "gatekeeper.builtin.scoring.judge_grounding"),
+    ("claim_verification", "gatekeeper.builtin.scoring.claims"),
     ("reporters", "gatekeeper.reports"),
     ("commands", "gatekeeper.builtin.commands.run"),
     ("plugins_command", "gatekeeper.builtin.commands.plugins"),
@@ -56,10 +58,13 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("deploy_commands", "gatekeeper.builtin.commands.deploy"),
     ("loop", "gatekeeper.builtin.commands.loop"),
     ("signal_sources", "gatekeeper.builtin.signal_sources"),
+    ("pii_detectors", "gatekeeper.builtin.pii_detectors"),
     ("signals_commands", "gatekeeper.builtin.commands.signals"),
     ("classify", "gatekeeper.builtin.commands.classify"),
     ("scaffold", "gatekeeper.builtin.commands.scaffold"),
     ("devtools_commands", "gatekeeper.builtin.commands.devtools"),
+    ("load_command", "gatekeeper.builtin.commands.load"),
+    ("synth_command", "gatekeeper.builtin.commands.synth"),
 )
 
 

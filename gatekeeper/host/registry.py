@@ -7,8 +7,9 @@ plugin gave it and a duplicate name is reported with both plugins named.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from gatekeeper.kinds import (
     Command,
@@ -18,6 +19,7 @@ from gatekeeper.kinds import (
     Entry,
     Evaluator,
     ModelProvider,
+    PiiDetector,
     Registries,
     Reporter,
     SignalSource,
@@ -37,20 +39,46 @@ class Registry(Generic[T]):
         self.hook = hook
         self._entries: dict[str, Entry[T]] = {}
 
-    def add(self, obj: type[T], *, plugin: str, name: str | None = None) -> None:
+    def add(self, obj: type[T] | str, *, plugin: str, name: str | None = None) -> None:
+        if isinstance(obj, str):
+            entry = self._lazy_entry(obj, plugin=plugin, name=name)
+        else:
+            self._check_class(obj, plugin)
+            entry_name = name or getattr(obj, "name", None)
+            if not entry_name or not isinstance(entry_name, str):
+                raise PluginError(plugin, f"{self.hook}: {obj.__name__} has no 'name'")
+            entry = Entry(entry_name, obj, plugin)
+        if entry.name in self._entries:
+            other = self._entries[entry.name].plugin
+            raise PluginError(
+                plugin, f"{self.kind} {entry.name!r} is already registered by plugin {other!r}"
+            )
+        self._entries[entry.name] = entry
+
+    def _check_class(self, obj: object, plugin: str) -> None:
         if not (isinstance(obj, type) and issubclass(obj, self.base)):
             raise PluginError(
                 plugin, f"{self.hook}: {obj!r} is not a subclass of {self.base.__name__}"
             )
-        entry_name = name or getattr(obj, "name", None)
-        if not entry_name or not isinstance(entry_name, str):
-            raise PluginError(plugin, f"{self.hook}: {obj.__name__} has no 'name'")
-        if entry_name in self._entries:
-            other = self._entries[entry_name].plugin
-            raise PluginError(
-                plugin, f"{self.kind} {entry_name!r} is already registered by plugin {other!r}"
-            )
-        self._entries[entry_name] = Entry(entry_name, obj, plugin)
+
+    def _lazy_entry(self, spec: str, *, plugin: str, name: str | None) -> Entry[T]:
+        module, _, qualname = spec.partition(":")
+        if not (module and qualname and name):
+            raise PluginError(plugin, f"{self.hook}: register({spec!r}) needs a 'module:Class' "
+                                      "path and a name= (a class registered by path is not imported to read its name)")
+        return Entry(name, None, plugin, spec=spec, resolve=self._import)
+
+    def _import(self, entry: Entry[T]) -> type[T]:
+        module, _, qualname = entry.spec.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except Exception as exc:
+            raise PluginError(entry.plugin, f"{self.kind} {entry.name!r}: cannot import {entry.spec!r}: "
+                                            f"{type(exc).__name__}: {exc}") from None
+        self._check_class(obj, entry.plugin)
+        return cast("type[T]", obj)
 
     def get(self, name: str, *, field: str | None = None) -> type[T]:
         try:
@@ -79,7 +107,7 @@ class Register:
         self._registry = registry
         self._plugin = plugin
 
-    def __call__(self, obj: type[Any], name: str | None = None) -> None:
+    def __call__(self, obj: type[Any] | str, name: str | None = None) -> None:
         self._registry.add(obj, plugin=self._plugin, name=name)
 
 
@@ -95,6 +123,7 @@ def make_registries() -> dict[str, Registry[Any]]:
         "reporters": ("reporter", Reporter),
         "commands": ("command", Command),
         "engines": ("engine", Engine),
+        "pii_detectors": ("PII detector", PiiDetector),
     }
     assert tuple(kinds) == Registries.KEYS
     return {key: Registry(kind, base, f"gatekeeper_register_{key}") for key, (kind, base) in kinds.items()}

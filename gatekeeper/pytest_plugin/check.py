@@ -71,9 +71,13 @@ class CheckRun:
 
     def _verified(self, record: dict[str, Any], path: Path) -> dict[str, Any]:
         """A record another worker shared, once the audit trail vouches for it."""
+        from gatekeeper.engine.record import attach
         from gatekeeper.gate.integrity import require_intact
 
         config = self.state.session.config
+        decision = next((Path(p) for p in record.get("_written") or [] if Path(p).name == "decision.json"), None)
+        if decision is not None:  # record format 2: the per-case files beside it are checked too
+            attach(record, decision.parent, path)
         require_intact(record, Path(config.path(config.audit_log)), where=path)
         return record
 
@@ -85,8 +89,11 @@ class CheckRun:
         with FileLock(f"{path}.lock"):
             if path.is_file():
                 return self._verified(dict(json.loads(path.read_text(encoding="utf-8"))), path)
+            from gatekeeper.engine.record import stored_body
+
             record = self._run()
-            path.write_text(json.dumps(record, default=str), encoding="utf-8")
+            shared = {**stored_body(record), "_written": record.get("_written")}  # the per-case files stay on disk
+            path.write_text(json.dumps(shared, default=str), encoding="utf-8")
             return record
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatekeeper.engine.record import case_count, rows_at, score_rows
 from gatekeeper.gate.decision import score_table
 
 WORST_PER_METRIC = 5
@@ -30,6 +31,8 @@ VERDICT_LABEL_WIDTH = 130
 """Pixels right of a forest plot for its verdict labels: bold "INCONCLUSIVE" needs about 100 (12 px DejaVu Sans)."""
 MAX_CASE_ROWS = 20_000
 """Rows of the all-cases table; about 200 bytes each."""
+MAX_CASE_CELLS = 60_000
+"""Cells (cases × metrics × models) of the HTML case table: keeps report.html under 5 MB at 10^6 cases."""
 
 _TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
 
@@ -247,7 +250,7 @@ def _bins(values: Iterable[float]) -> tuple[float, float, int]:
 
 def histograms(record: Mapping[str, Any], metrics: Iterable[str]) -> list[Histogram]:
     """Per metric, the distribution of each model's scores in shared bins (for small SVGs)."""
-    rows = record.get("cases") or []
+    rows = score_rows(record)
     out: list[Histogram] = []
     for metric in metrics:
         per_model: dict[str, list[float]] = {}
@@ -361,12 +364,15 @@ def _question(case: Mapping[str, Any]) -> str:
     return text
 
 
-def _outputs(record: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """(case key, model) → the first epoch's row."""
-    out: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for row in record.get("cases") or []:
-        out.setdefault((row["key"], row["model"]), row)
-    return out
+def _outputs(record: Mapping[str, Any], keys: set[str]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """(case key, model) → the first epoch's row, for the cases ``keys`` only (read by position)."""
+    where: dict[tuple[str, str], int] = {}
+    if keys:
+        for row in score_rows(record):
+            if row["key"] in keys:
+                where.setdefault((row["key"], row["model"]), row["i"])
+    full = rows_at(record, where.values())
+    return {pair: full[i] for pair, i in where.items()}
 
 
 def _metric_specs(record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -377,10 +383,10 @@ def _metric_specs(record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 def worst_regressions(record: Mapping[str, Any], limit: int = WORST_PER_METRIC) -> list[dict[str, Any]]:
     """Per policy metric, the cases where the candidate lost most against the baseline."""
     index = record.get("case_index") or {}
-    rows = record.get("cases") or []
-    outputs = _outputs(record)
+    rows = score_rows(record)
     specs = _metric_specs(record)
     out: list[dict[str, Any]] = []
+    picked: list[tuple[dict[str, Any], list[tuple[str, float, float]]]] = []
     for m in record.get("metrics") or []:
         if m.get("slice"):
             continue
@@ -393,9 +399,14 @@ def worst_regressions(record: Mapping[str, Any], limit: int = WORST_PER_METRIC) 
             ((sign * (cand[k] - base[k]), k) for k in base.keys() & cand.keys() if sign * (cand[k] - base[k]) < 0),
             key=lambda t: (t[0], t[1]),
         )
-        cases = [_regression(index[k], k, base[k], cand[k], outputs, m["metric"]) for _, k in losses[:limit]]
-        out.append({"metric": m["name"], "direction": m.get("direction"), "count": len(losses),
-                    "paired": len(base.keys() & cand.keys()), "cases": cases})
+        group = {"metric": m["name"], "direction": m.get("direction"), "count": len(losses),
+                 "paired": len(base.keys() & cand.keys()), "cases": [], "_m": m["metric"]}
+        picked.append((group, [(k, base[k], cand[k]) for _, k in losses[:limit]]))
+        out.append(group)
+    outputs = _outputs(record, {k for _, chosen in picked for k, _, _ in chosen})
+    for group, chosen in picked:
+        metric = group.pop("_m")
+        group["cases"] = [_regression(index[k], k, b, c, outputs, metric) for k, b, c in chosen]
     return out
 
 
@@ -422,10 +433,12 @@ def case_table(record: Mapping[str, Any], limit: int = MAX_CASE_ROWS) -> dict[st
     """Every case with each model's score per metric (epochs averaged), worse cells flagged.
 
     The columns are the policy's metrics for a check (with their ``measure``), every scored
-    metric for a run. Rows keep the suite order; at most ``limit`` are kept.
+    metric for a run. Rows keep the suite order; at most ``limit`` are kept, and at most
+    :data:`MAX_CASE_CELLS` cells: when cases are left out, those where the candidate is worse
+    come first, and ``omitted`` / ``full_file`` say how many and where all of them are.
     """
     index = record.get("case_index") or {}
-    rows = record.get("cases") or []
+    rows = score_rows(record)
     specs = _metric_specs(record)
     if record.get("kind") == "check":
         columns = [(m["name"], m["metric"], specs.get(m["name"], {}).get("measure", "value"),
@@ -439,19 +452,34 @@ def case_table(record: Mapping[str, Any], limit: int = MAX_CASE_ROWS) -> dict[st
     for name, metric, measure, _ in columns:
         table = score_table(rows, metric, index, None, measure)
         values[name] = {label: _epoch_means(table.values.get(label, {})) for label in models}
-    out_rows: list[dict[str, Any]] = []
-    for key, case in index.items():
-        if len(out_rows) >= limit:
-            break
+    limit = max(1, min(limit, MAX_CASE_CELLS // max(1, len(columns) * max(1, len(models)))))
+
+    def cells_of(key: str) -> list[dict[str, Any]]:
         cells = []
         for name, _, _, sign in columns:
             got = [values[name][label].get(key) for label in models]
             worse = (len(got) == 2 and None not in got and sign * (float(got[1]) - float(got[0])) < 0)  # type: ignore[arg-type]
             cells.append({"values": got, "worse": worse})
+        return cells
+
+    total = len(index)
+    if total <= limit:
+        chosen: Iterable[str] = index.keys()
+    else:  # the worse cases first (suite order within each group), then the rest
+        keys = list(index.keys())
+        worse_keys = [k for k in keys if any(c["worse"] for c in cells_of(k))]
+        worse_set = set(worse_keys)
+        chosen = (worse_keys + [k for k in keys if k not in worse_set])[:limit]
+    out_rows: list[dict[str, Any]] = []
+    for key in chosen:
+        case = index[key]
         slices = " ".join(f"{k}={v}" for k, v in sorted((case.get("slices") or {}).items()))
-        out_rows.append({"id": case["id"], "suite": case["suite"], "slices": slices, "cells": cells})
-    return {"models": models, "columns": [c[0] for c in columns], "rows": out_rows, "total": len(index),
-            "limit": limit}
+        out_rows.append({"id": case["id"], "suite": case["suite"], "slices": slices, "cells": cells_of(key)})
+    full = (record.get("case_files") or {}).get("cases") or {}
+    return {"models": models, "columns": [c[0] for c in columns], "rows": out_rows, "total": total,
+            "limit": limit, "omitted": total - len(out_rows), "worse_first": total > limit,
+            "full_file": full.get("path") or ("decision.json" if record.get("kind") == "check" else "results.json"),
+            "rows_in_file": case_count(record)}
 
 
 def detector_metrics(record: Mapping[str, Any]) -> list[str]:
@@ -468,23 +496,35 @@ def findings(record: Mapping[str, Any], limit: int = FINDINGS_PER_MODEL) -> list
     index = record.get("case_index") or {}
     detectors = set(detector_metrics(record))
     groups: dict[str, dict[str, Any]] = {}
-    for row in record.get("cases") or []:
-        for metric, score in row["scores"].items():
+    if not detectors:
+        return []
+    shown: list[tuple[int, str]] = []
+    for slim in score_rows(record):  # count from the score rows; read only the rows shown
+        for metric, score in slim["scores"].items():
             if metric not in detectors or score.get("value") is None or float(score["value"]) < 0.5:
                 continue
-            group = groups.setdefault(row["model"], {"model": row["model"], "total": 0, "entries": []})
+            group = groups.setdefault(slim["model"], {"model": slim["model"], "total": 0, "entries": [],
+                                                      "_shown": 0})
             group["total"] += 1
-            if len(group["entries"]) >= limit:
-                continue
-            text = clip(row.get("output"))
-            case = index.get(row["key"], {})
-            group["entries"].append({
-                "id": case.get("id", row["key"]), "suite": case.get("suite", ""), "metric": metric,
-                "epoch": row.get("epoch", 0), "segments": mark_spans(text, score.get("spans") or []),
-                "reason": clip(score.get("reason"), 500), "question": clip(_question(case), 1500),
-                "context": clip(case.get("context"), MAX_CONTEXT),
-                "support": (score.get("details") or {}).get("support"),
-            })
+            if group["_shown"] < limit:
+                group["_shown"] += 1
+                shown.append((slim["i"], metric))
+    full = rows_at(record, (i for i, _ in shown))
+    for i, metric in shown:
+        row = full[i]
+        score = row["scores"][metric]
+        group = groups[row["model"]]
+        text = clip(row.get("output"))
+        case = index.get(row["key"], {})
+        group["entries"].append({
+            "id": case.get("id", row["key"]), "suite": case.get("suite", ""), "metric": metric,
+            "epoch": row.get("epoch", 0), "segments": mark_spans(text, score.get("spans") or []),
+            "reason": clip(score.get("reason"), 500), "question": clip(_question(case), 1500),
+            "context": clip(case.get("context"), MAX_CONTEXT),
+            "support": (score.get("details") or {}).get("support"),
+        })
+    for group in groups.values():
+        del group["_shown"]
     return [groups[m] for m in sorted(groups, key=lambda m: (m != "candidate", m != "baseline", m))]
 
 
@@ -492,20 +532,27 @@ def failures(record: Mapping[str, Any], limit: int = FAILURES_PER_METRIC) -> lis
     """For a run: per model and metric, the first failing outputs (for ``gatekeeper run`` reports)."""
     index = record.get("case_index") or {}
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in record.get("cases") or []:
-        for metric, score in row["scores"].items():
+    shown: list[tuple[int, str]] = []
+    for slim in score_rows(record):  # count from the score rows; read only the rows shown
+        for metric, score in slim["scores"].items():
             if score.get("passed") is not False and score.get("status") != "error":
                 continue
-            slot = out.setdefault((row["model"], metric), {"model": row["model"], "metric": metric,
-                                                           "total": 0, "entries": []})
+            slot = out.setdefault((slim["model"], metric), {"model": slim["model"], "metric": metric,
+                                                            "total": 0, "entries": []})
             slot["total"] += 1
-            if len(slot["entries"]) < limit:
-                case = index.get(row["key"], {})
-                slot["entries"].append({
-                    "id": case.get("id", row["key"]), "value": score.get("value"), "status": score.get("status"),
-                    "reason": clip(score.get("reason"), 500), "output": clip(row.get("output")),
-                    "question": clip(_question(case), 1500), "expected": clip(case.get("expected")),
-                })
+            if slot["total"] <= limit:
+                shown.append((slim["i"], metric))
+    full = rows_at(record, (i for i, _ in shown))
+    for i, metric in shown:
+        row = full[i]
+        score = row["scores"][metric]
+        slot = out[(row["model"], metric)]
+        case = index.get(row["key"], {})
+        slot["entries"].append({
+            "id": case.get("id", row["key"]), "value": score.get("value"), "status": score.get("status"),
+            "reason": clip(score.get("reason"), 500), "output": clip(row.get("output")),
+            "question": clip(_question(case), 1500), "expected": clip(case.get("expected")),
+        })
     return list(out.values())
 
 
@@ -516,6 +563,7 @@ def traceability(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each allowed modification → its evaluation methods → their verdicts in this run."""
     pccp = record.get("policy", {}).get("pccp") or {}
     overall = {m["name"]: m for m in record.get("metrics") or [] if not m.get("slice")}
+    overall.update({r["name"]: r for r in (record.get("slo") or {}).get("rows", [])})  # SLO guardrails trace too
     slices: dict[str, list[Mapping[str, Any]]] = {}
     for m in record.get("metrics") or []:
         if m.get("slice"):

@@ -79,8 +79,11 @@ def view(record: dict[str, Any], *, print_mode: bool = False) -> dict[str, Any]:
     """Everything the template shows, derived from the record."""
     from gatekeeper.gate.approvals import record_hash
     from gatekeeper.reports import analysis  # here, not at import: `gatekeeper --help` stays light
+    from gatekeeper.reports.slo import view as slo_view
 
     body = record_body(record)
+    # the body plus its rows (streamed from cases.jsonl in record format 2): what the case sections read
+    cases = {**body, "cases": record.get("cases") or [], "case_index": record.get("case_index") or {}}
     kind = body.get("kind", "run")
     metrics = body.get("metrics") or []
     overall = [m for m in metrics if not m.get("slice")]
@@ -104,13 +107,14 @@ def view(record: dict[str, Any], *, print_mode: bool = False) -> dict[str, Any]:
             for name, group in slice_groups.items()
             for field, rows in _by_field(group).items()
         ],
-        "histograms": analysis.histograms(body, ordered),
-        "regressions": analysis.worst_regressions(body) if kind == "check" else [],
-        "findings": analysis.findings(body),
-        "failures": analysis.failures(body) if kind != "check" else [],
+        "histograms": analysis.histograms(cases, ordered),
+        "regressions": analysis.worst_regressions(cases) if kind == "check" else [],
+        "findings": analysis.findings(cases),
+        "failures": analysis.failures(cases) if kind != "check" else [],
         "traceability": analysis.traceability(body) if kind == "check" else [],
         "sequestration": analysis.sequestration(body),
-        "case_table": analysis.case_table(body),
+        "case_table": analysis.case_table(cases),
+        "slo": slo_view(body) if kind == "check" else None,
         "limits": {"worst": analysis.WORST_PER_METRIC, "findings": analysis.FINDINGS_PER_MODEL,
                    "failures": analysis.FAILURES_PER_METRIC, "text": analysis.MAX_TEXT},
         "print_mode": print_mode,

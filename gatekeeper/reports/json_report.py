@@ -1,23 +1,21 @@
-"""The JSON reporter: the record itself (``results.json`` or ``decision.json``)."""
+"""The JSON reporter: the record itself (``results.json`` or ``decision.json``).
+
+Format 2 (:mod:`gatekeeper.engine.record`): the per-case files beside it are written (or
+copied, when re-rendering into another directory) before the record file that names them.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.engine.record import write_record_file
 from gatekeeper.kinds import Reporter
-from gatekeeper.reports.common import record_body
 
 
 class JsonReporter(Reporter):
     name = "json"
-    description = "the full record: results.json (run) or decision.json (check)"
+    description = "the full record: results.json (run) or decision.json (check), with cases.jsonl beside it"
 
     def write(self, record: dict[str, Any], out_dir: Path) -> Path:
-        path = out_dir / ("decision.json" if record["kind"] == "check" else "results.json")
-        tmp = path.with_suffix(".json.tmp")
-        text = json.dumps(record_body(record), indent=1, ensure_ascii=False, default=str)
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_record_file(record, out_dir)

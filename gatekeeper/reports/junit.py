@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.kinds import Reporter
-from gatekeeper.reports.analysis import failures, worst_regressions
 from gatekeeper.reports.common import fmt
 from gatekeeper.reports.escaping import xml_text
 
@@ -40,10 +39,12 @@ def _msg(text: Any) -> str:
 
 def _junit_run(record: dict[str, Any]) -> ET.Element:
     root = ET.Element("testsuites", name=f"gatekeeper run {record['run_id']}")
-    index = record["case_index"]
+    from gatekeeper.engine.record import case_index, iter_cases
+
+    index = case_index(record)
     suites: dict[str, ET.Element] = {}
     counts: dict[str, dict[str, int]] = {}
-    for row in record["cases"]:
+    for row in iter_cases(record):  # streamed from cases.jsonl (record format 2)
         case = index[row["key"]]
         sname = f"{case['suite']}[{row['model']}]"
         if sname not in suites:
@@ -112,6 +113,7 @@ def _more(suite: ET.Element, shown: int, total: int, what: str) -> None:
 
 def _failing_cases(root: ET.Element, record: dict[str, Any]) -> None:
     """The candidate's failing (or erroring) cases on the policy's metrics, as failures."""
+    from gatekeeper.reports.analysis import failures
     metrics = {m["metric"] for m in record["metrics"] if not m.get("slice")}
     groups = [g for g in failures(record, limit=MAX_CASES) if g["model"] == "candidate" and g["metric"] in metrics]
     total = sum(g["total"] for g in groups)
@@ -142,6 +144,7 @@ def _regressed_cases(root: ET.Element, record: dict[str, Any]) -> None:
     A regression on one case is evidence, not a verdict (the policy decides on the whole
     sample), so these do not count as failures; failing cases are listed above.
     """
+    from gatekeeper.reports.analysis import worst_regressions
     found = []
     total = 0
     for group in worst_regressions(record, limit=MAX_CASES):

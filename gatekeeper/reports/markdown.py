@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.kinds import Reporter
-from gatekeeper.reports.analysis import failures, worst_regressions
 from gatekeeper.reports.common import DECISION_ICONS, ci_level, fmt, signed, slice_label
 from gatekeeper.reports.escaping import md_code, md_inline, md_link_target
 
@@ -147,6 +146,7 @@ def regressed_rows(record: dict[str, Any], limit: int = MAX_CASES) -> tuple[list
 
     Returns the table rows (at most ``limit``) and how many regressions there are in all.
     """
+    from gatekeeper.reports.analysis import worst_regressions
     found: list[tuple[float, str, dict[str, Any]]] = []
     total = 0
     for group in worst_regressions(record, limit=limit):
@@ -165,6 +165,7 @@ def regressed_rows(record: dict[str, Any], limit: int = MAX_CASES) -> tuple[list
 def failing_rows(record: dict[str, Any], model: str | None, metrics: set[str] | None,
                  limit: int = MAX_CASES) -> tuple[list[str], int]:
     """Failing (or erroring) cases of ``model`` (all models when None) on ``metrics`` (all when None)."""
+    from gatekeeper.reports.analysis import failures
     groups = [g for g in failures(record, limit=limit)
               if (model is None or g["model"] == model) and (metrics is None or g["metric"] in metrics)]
     total = sum(g["total"] for g in groups)
@@ -235,6 +236,12 @@ def markdown_check(record: dict[str, Any], limit: int = GITHUB_COMMENT_LIMIT) ->
     out.add("")
     out.add_rows([f"- **{_cell(r['clause'])}**: {_truncate(r['text'])}" for r in record["reasons"]]
                  or ["- none"], "reasons")
+    from gatekeeper.reports.slo import markdown_lines as slo_lines
+
+    out.add_rows(slo_lines(record), "service-level rows")  # the policy's slo section (reports/slo.py)
+    from gatekeeper.reports.origin import markdown_lines as origin_lines
+
+    out.add_rows(origin_lines(record), "data origin rows")  # synthetic and real cases apart (reports/origin.py)
     _case_tables(out, record, "candidate", {m["metric"] for m in overall})
     if slices:
         failing = sum(1 for m in slices if m["verdict"] != "PASS")

@@ -24,19 +24,29 @@ checks read it.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
-import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.pii import (  # noqa: F401  (PII_KINDS, PiiKind and the checks: re-exported, as before)
+    PII_KINDS,
+    PII_TYPES,
+    PatternDetector,
+    PiiDetector,
+    PiiFinding,
+    PiiKind,
+    iban_valid,
+    luhn_valid,
+    normalize_text,
+)
 from gatekeeper.signals import DEFAULT_EVAL_FRACTION, DEFAULT_SALT, DEFAULT_SOURCE_ID
+from gatekeeper.signals.privacy.pii import replace_findings
 from gatekeeper.signals.records import Signal
 from gatekeeper.types import UsageError, stable_hash
 
@@ -48,11 +58,6 @@ PREFERENCE_FILE = "preference.jsonl"
 
 
 # --------------------------------------------------------------------------- hashing
-
-
-def normalize_text(text: str) -> str:
-    """Case-folded, whitespace collapsed: two texts equal after this are duplicates."""
-    return " ".join(text.casefold().split())
 
 
 def sha256_text(text: str) -> str:
@@ -101,79 +106,24 @@ def file_sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- PII
 
 
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def iban_valid(text: str) -> bool:
-    """ISO 13616: move the first four characters to the end, letters → 10..35, mod 97 == 1."""
-    raw = text.replace(" ", "").upper()
-    if not 15 <= len(raw) <= 34:
-        return False
-    rearranged = raw[4:] + raw[:4]
-    numeric = "".join(str(int(c, 36)) for c in rearranged)
-    return int(numeric) % 97 == 1
-
-
-def _ipv6_valid(text: str) -> bool:
-    # At least three hex groups: "::" and "a::b" in prose are not addresses worth hiding.
-    if sum(1 for group in text.split(":") if group) < 3:
-        return False
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-@dataclass(frozen=True)
-class PiiKind:
-    name: str
-    placeholder: str
-    pattern: re.Pattern[str]
-    valid: Callable[[str], bool] | None = None
-
-
-PII_KINDS: tuple[PiiKind, ...] = (
-    # Order matters: the longer, checked identifiers go before the looser phone pattern.
-    PiiKind("email", "[EMAIL]",
-            re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")),
-    PiiKind("iban", "[IBAN]", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), iban_valid),
-    PiiKind("card_number", "[CARD]", re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])"),
-            lambda t: 13 <= len(re.sub(r"\D", "", t)) <= 19 and luhn_valid(re.sub(r"\D", "", t))),
-    PiiKind("us_ssn", "[SSN]", re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")),
-    PiiKind("uk_ni", "[NI_NUMBER]", re.compile(
-        r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")),
-    PiiKind("ipv6", "[IP]", re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"), _ipv6_valid),
-    PiiKind("ipv4", "[IP]", re.compile(
-        r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\.?\d)")),
-    PiiKind("phone", "[PHONE]", re.compile(
-        r"(?<![\w+.\-])(?:\+\d{1,3}[ .-]?|1[ .-])?(?:\(\d{2,4}\)[ .-]?|\d{2,3}[ .-])\d{3,4}[ .-]?\d{4}(?![\w-])"),
-        lambda t: 10 <= len(re.sub(r"\D", "", t)) <= 15),
-)
-PII_TYPES = tuple(dict.fromkeys(k.name for k in PII_KINDS))
-
-
 @dataclass
 class PiiReport:
-    """What was removed: counts by type and by field. Never the values."""
+    """What was removed: counts by type and by field, and which detector ran. Never the values."""
 
+    detector: dict[str, Any] = field(default_factory=lambda: PatternDetector().describe())
+    types: tuple[str, ...] = PII_TYPES
     counts: Counter[str] = field(default_factory=Counter)
     by_field: dict[str, Counter[str]] = field(default_factory=dict)
     texts_changed: int = 0
     signals_changed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
+        types = list(dict.fromkeys([*self.types, *sorted(self.counts)]))
         return {
-            "types_checked": list(PII_TYPES),
+            "detector": self.detector,
+            "types_checked": types,
             "total": sum(self.counts.values()),
-            "by_type": {k: self.counts.get(k, 0) for k in PII_TYPES},
+            "by_type": {k: self.counts.get(k, 0) for k in types},
             "by_field": {f: dict(sorted(c.items())) for f, c in sorted(self.by_field.items())},
             "texts_changed": self.texts_changed,
             "signals_changed": self.signals_changed,
@@ -184,13 +134,30 @@ class PiiScrubber:
     """Replaces personal data with placeholders. ``allow`` lists values to keep (a business's
     own contact details); ``allow_context`` keeps values that also appear in the signal's
     retrieval context (knowledge-base text, not the user's) — off by default, because in
-    some products the context itself is personal data."""
+    some products the context itself is personal data.
 
-    def __init__(self, allow: Iterable[str] = (), *, allow_context: bool = False) -> None:
+    ``detector`` finds the data (:mod:`gatekeeper.signals.privacy`): by default the built-in
+    patterns; the commands pass the best installed one (presidio with a named-entity model,
+    when its plugin is installed). The report names the detector that ran."""
+
+    def __init__(self, allow: Iterable[str] = (), *, allow_context: bool = False,
+                 detector: PiiDetector | None = None) -> None:
         self.allow = {normalize_text(a) for a in allow if a.strip()}
         self.allow_context = allow_context
-        self.report = PiiReport()
+        self.detector = detector if detector is not None else PatternDetector()
+        described = self.detector.describe()
+        self.report = PiiReport(detector=described,
+                                types=tuple(described.get("entities") or self.detector.entities or PII_TYPES))
         self._memo: dict[tuple[str, frozenset[str]], tuple[str, Counter[str]]] = {}
+        self._found: dict[str, list[PiiFinding]] = {}
+
+    def _analyse(self, texts: Iterable[str]) -> None:
+        """Find the PII of every line not seen yet, in one batch (a model-backed detector
+        runs its pipeline over the batch); lines repeat across signals, so each is analysed once."""
+        new = list(dict.fromkeys(line for text in texts for line in text.split("\n")
+                                 if line not in self._found))
+        if new:
+            self._found.update(zip(new, self.detector.analyze_many(new), strict=True))
 
     def scrub(self, text: str, where: str, *, keep: Collection[str] = ()) -> str:
         """``text`` with its PII replaced; counts what was replaced under ``where``."""
@@ -213,32 +180,26 @@ class PiiScrubber:
         return text
 
     def _replace(self, text: str, keep: Collection[str]) -> tuple[str, Counter[str]]:
-        found: Counter[str] = Counter()
-        for kind in PII_KINDS:
-            def replace(match: re.Match[str], kind: PiiKind = kind) -> str:
-                value = match.group(0)
-                if kind.valid is not None and not kind.valid(value):
-                    return value
-                if normalize_text(value) in self.allow or normalize_text(value) in keep:
-                    return value
-                found[kind.name] += 1
-                return kind.placeholder
-
-            text = kind.pattern.sub(replace, text)
-        return text, found
+        if not text.strip():
+            return text, Counter()
+        self._analyse([text])
+        return replace_findings(text, self._found[text], self.allow | set(keep), self.detector)
 
     def _context_values(self, signal: Signal) -> set[str]:
         if not self.allow_context:
             return set()
         values: set[str] = set()
         for passage in signal.context:
-            for kind in PII_KINDS:
-                values.update(normalize_text(m.group(0)) for m in kind.pattern.finditer(passage))
+            for line in passage.split("\n"):
+                if line.strip():
+                    values.update(normalize_text(line[f.start:f.end]) for f in self._found[line])
         return values
 
     def scrub_signal(self, signal: Signal) -> Signal:
         """A copy of ``signal`` with messages, context, answer and edit scrubbed."""
         before = sum(self.report.counts.values())
+        self._analyse([*(m["content"] for m in signal.messages), *signal.context, signal.answer,
+                       signal.feedback.edited_text or ""])
         keep = self._context_values(signal)
         messages = [{**m, "content": self.scrub(m["content"], f"messages.{m['role']}", keep=keep)}
                     for m in signal.messages]
@@ -254,14 +215,9 @@ class PiiScrubber:
                                          "feedback": feedback})
 
 
-def find_pii(text: str) -> list[str]:
+def find_pii(text: str, detector: PiiDetector | None = None) -> list[str]:
     """The PII types present in ``text`` (for tests and checks); values are not returned."""
-    found = []
-    for kind in PII_KINDS:
-        for match in kind.pattern.finditer(text):
-            if kind.valid is None or kind.valid(match.group(0)):
-                found.append(kind.name)
-    return found
+    return [f.type for f in (detector or PatternDetector()).analyze(text)]
 
 
 # --------------------------------------------------------------------------- selection
@@ -286,6 +242,8 @@ class CurationOptions:
     holdout_hashes: frozenset[str] = frozenset()
     min_rating: float | None = None
     source_id: str = DEFAULT_SOURCE_ID
+    # The PII detector (gatekeeper.signals.privacy.pii_detector); None: the built-in patterns.
+    pii_detector: PiiDetector | None = None
 
 
 def holdout_prompt_hashes(suites: Iterable[Any]) -> frozenset[str]:
@@ -416,7 +374,8 @@ def build_dataset(
 ) -> BuiltDataset:
     """Write ``sft.jsonl`` (chat examples ending in the answer users stand behind),
     ``preference.jsonl`` (prompt, chosen correction, rejected original) and the manifest."""
-    curation, scrubber = Curation(), PiiScrubber(options.pii_allow, allow_context=options.pii_allow_context)
+    curation, scrubber = Curation(), PiiScrubber(options.pii_allow, allow_context=options.pii_allow_context,
+                                          detector=options.pii_detector)
     sft: dict[str, dict[str, Any]] = {}
     pairs: dict[str, dict[str, Any]] = {}
     for digest, signal in select(signals, "training", options, curation, scrubber):
@@ -544,7 +503,8 @@ def build_suite(
     and ``<stem>.manifest.json``. One case per prompt (the latest signal wins)."""
     import yaml
 
-    curation, scrubber = Curation(), PiiScrubber(options.pii_allow, allow_context=options.pii_allow_context)
+    curation, scrubber = Curation(), PiiScrubber(options.pii_allow, allow_context=options.pii_allow_context,
+                                          detector=options.pii_detector)
     cases: dict[str, tuple[datetime, dict[str, Any]]] = {}
     for digest, signal in select(signals, "evaluation", options, curation, scrubber):
         verdict = signal.feedback.verdict

@@ -28,6 +28,9 @@ class CheckCommand(Command):
         parser.add_argument("--provenance", type=Path,
                             help="the candidate's provenance.json (default: next to its adapter/recording)")
         parser.add_argument("--format", action="append", dest="formats", help="report format (repeatable)")
+        parser.add_argument("--confirm-load-rate", action="store_true",
+                            help="let the policy's load suites send more than the configured load.max_rate / "
+                            "load.max_concurrency (docs/load.md)")
         parser.epilog = (
             "exit codes: 0 PROMOTE, 1 REJECT, 2 HOLD (needs signed approval), 3 INCONCLUSIVE, "
             "4 usage or configuration error, 5 harness error"
@@ -42,7 +45,7 @@ class CheckCommand(Command):
             session, paths=args.paths, keyword=args.keyword, marker=args.marker,
             candidate=args.candidate, baseline=args.baseline, policy_path=args.policy, out=args.out,
             provenance=args.provenance, formats=args.formats, progress=not args.no_progress,
-            policy_change=args.accept_policy_change,
+            policy_change=args.accept_policy_change, confirm_load_rate=args.confirm_load_rate,
         )
         print_decision(session, record)
         session.echo("wrote " + ", ".join(str(p) for p in written))
@@ -63,6 +66,8 @@ def print_decision(session: Any, record: dict[str, Any]) -> None:
         f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
         d = "-" if m["delta"] is None else f"{m['delta']:+.3f}"
         session.echo(f"  {name:<28} {m['n']:>5} {f(m['baseline']):>9} {f(m['candidate']):>9} {d:>8}  {m['verdict']}")
+    for g in (record.get("slo") or {}).get("rows", []):
+        session.echo(f"  slo {g['name']:<24} {g['n']:>5} {g['limit']}: {g['verdict']}")
     st = record["stats"]
     session.echo(f"model calls: {st['model_calls']} (cache hits: {st['cache_hits']}) in {st['wall_s']:.1f} s")
     print_usage(session, st)

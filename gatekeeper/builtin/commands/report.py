@@ -126,6 +126,7 @@ class EvidenceCommand(Command):
 
     @staticmethod
     def _build(run_dir: Path, out: Path | None, session: Session) -> int:
+        from gatekeeper.engine.record import stored_body
         from gatekeeper.engine.session import read_record
         from gatekeeper.gate.approvals import record_hash
         from gatekeeper.gate.audit import AuditLog
@@ -146,7 +147,7 @@ class EvidenceCommand(Command):
                               rendered={"report.html": current.encode("utf-8")})
         refs = {"manifest": bundle.manifest_sha256}
         if record.get("kind") == "check":
-            refs["decision"] = record_hash(record)
+            refs["decision"] = record_hash(stored_body(record))
         entry = AuditLog(audit_log).append(
             "evidence", subject=str(record.get("run_id")), refs=refs,
             data={"run_id": record.get("run_id"), "bundle": str(target),

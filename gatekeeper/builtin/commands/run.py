@@ -50,7 +50,9 @@ def print_generation_errors(session: Any, record: dict[str, Any], limit: int = 3
     """The distinct reasons outputs are missing, most frequent first, so exit 5 is explained."""
     from collections import Counter
 
-    reasons = Counter(row["error"] for row in record["cases"] if row.get("error"))
+    from gatekeeper.engine.record import score_rows
+
+    reasons = Counter(row["error"] for row in score_rows(record) if row.get("error"))
     for reason, n in reasons.most_common(limit):
         session.echo(f"error ({n} case{'s' if n != 1 else ''}): {reason}")
     if len(reasons) > limit:
@@ -88,13 +90,14 @@ class RunCommand(Command):
         results, stats = session.run(
             {label: model}, suites, run_id=run_id, specs={label: str(spec)}, progress=not args.no_progress
         )
-        record = run_record(
+        out = args.out or session.config.path(session.config.out)
+        record = run_record(  # the rows stream to out/cases.jsonl (record format 2)
             run_id=run_id, models={label: identity_entry(str(spec), model.identity)}, suites=suites,
             results=results, stats=stats, versions=session.host.versions(),
             selection={"paths": args.paths, "k": args.keyword, "m": args.marker},
+            directory=out, max_inline_bytes=session.config.record.max_inline_bytes,
         )
         session.host.hook.gatekeeper_run_finish(run_id=run_id, record=record)
-        out = args.out or session.config.path(session.config.out)
         written = session.write_reports(record, out, args.formats)
         print_summary(session, record)
         session.echo("wrote " + ", ".join(str(p) for p in written))

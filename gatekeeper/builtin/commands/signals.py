@@ -33,6 +33,16 @@ def _add_curation(parser: argparse.ArgumentParser) -> None:
                         help="a value the PII scrubber keeps, e.g. the company's support phone (repeatable)")
     parser.add_argument("--pii-allow-context", action="store_true",
                         help="keep PII-like values that also appear in the retrieval context (knowledge-base text)")
+    parser.add_argument("--pii-detector", default="auto", metavar="NAME",
+                        help="the PII detector: presidio (names, addresses, organisations; plugin "
+                        "llm-gatekeeper-presidio), patterns (built in), or auto: presidio when installed "
+                        "(default auto; the manifest names the one that ran)")
+    parser.add_argument("--pii-types", default=None, metavar="TYPE,...",
+                        help="the PII types to find and replace (presidio detector; default: every personal "
+                        "type, i.e. all but organization and location)")
+    parser.add_argument("--ner-model", default=None, metavar="NAME_OR_DIR",
+                        help="the PII detector's NER model: an installed spaCy package, a spaCy pipeline "
+                        "directory or a transformers token-classification directory (docs/privacy.md)")
     parser.add_argument("--exclude-retention", action="append", default=[], metavar="CLASS",
                         help="leave out signals of this retention class, e.g. legal-hold (repeatable)")
     parser.add_argument("--source-id", default=DEFAULT_SOURCE_ID,
@@ -63,13 +73,17 @@ def _filter_record(args: argparse.Namespace) -> dict[str, Any]:
             "where": _where(args.where)}
 
 
-def _options(args: argparse.Namespace, holdout: frozenset[str] = frozenset(), min_rating: float | None = None) -> Any:
+def _options(args: argparse.Namespace, session: Session, holdout: frozenset[str] = frozenset(),
+             min_rating: float | None = None) -> Any:
     from gatekeeper.signals.curation import CurationOptions, Sequestration
+    from gatekeeper.signals.privacy import pii_detector
 
+    options = {k: v for k, v in (("ner_model", args.ner_model), ("entities", args.pii_types)) if v}
+    detector = pii_detector(session.registries, args.pii_detector, options=options)
     return CurationOptions(
         sequestration=Sequestration(args.eval_fraction, args.salt), pii_allow=tuple(args.pii_allow),
         pii_allow_context=args.pii_allow_context, exclude_retention=tuple(args.exclude_retention),
-        holdout_hashes=holdout, min_rating=min_rating, source_id=args.source_id,
+        holdout_hashes=holdout, min_rating=min_rating, source_id=args.source_id, pii_detector=detector,
     )
 
 
@@ -85,7 +99,8 @@ def _echo_counts(session: Any, manifest: dict[str, Any]) -> None:
     session.echo("  " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()))
     pii = manifest["pii"]
     removed = ", ".join(f"{k} {v}" for k, v in pii["by_type"].items() if v) or "none found"
-    session.echo(f"  PII removed: {pii['total']} ({removed}) in {pii['signals_changed']} signals")
+    session.echo(f"  PII removed: {pii['total']} ({removed}) in {pii['signals_changed']} signals "
+                 f"(detector: {pii['detector']['name']})")
 
 
 def _audit(session: Any, action: str, subject: str, refs: dict[str, str], data: dict[str, Any]) -> None:
@@ -181,7 +196,7 @@ class SignalsCommand(Command):
         name = args.name or out.stem
         built = build_suite(
             _signals(args.locations, session, _filters(args)), out, name=name, sources=args.locations,
-            filters=_filter_record(args), options=_options(args), slices=args.slices or ["topic"],
+            filters=_filter_record(args), options=_options(args, session), slices=args.slices or ["topic"],
             evaluators=args.evaluators, include_uncorrected=args.include_uncorrected,
         )
         manifest = built.manifest
@@ -210,7 +225,7 @@ class SignalsCommand(Command):
             holdout = holdout_prompt_hashes(session.collect(args.holdout))
         built = build_dataset(
             _signals(args.locations, session, _filters(args)), args.out, sources=args.locations,
-            filters=_filter_record(args), options=_options(args, holdout, args.min_rating),
+            filters=_filter_record(args), options=_options(args, session, holdout, args.min_rating),
         )
         manifest = built.manifest
         _audit(session, "signals.build-dataset", str(args.out),

@@ -63,6 +63,10 @@ class TuneCommand(Command):
         from gatekeeper.signals.curation import dataset_provenance, merge_dataset_provenance
 
         data_card = dataset_provenance(args.data)  # built from signals: its manifest vouches for it
+        from gatekeeper.synth.provenance import training_origin
+
+        origin = training_origin(args.data, args.policy)  # synthetic share; over the policy's cap: refused here
+        data_card = {**(origin or {}), **(data_card or {})} or None
         try:
             tuner = tuner_cls()
             tuner.session = session

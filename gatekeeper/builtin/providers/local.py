@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib
 import inspect
@@ -120,6 +119,8 @@ class PythonModel(Model):
         if self.is_async:
             value = await self.fn(list(req.messages), params)
         else:
+            import asyncio
+
             value = await asyncio.to_thread(self.fn, list(req.messages), params)
         latency = (time.perf_counter() - started) * 1000
         if isinstance(value, dict):

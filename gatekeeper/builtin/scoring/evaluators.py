@@ -8,14 +8,24 @@ every evaluator, its parameters and an example.
 
 rapidfuzz, sacrebleu and jsonschema are imported when first used so that importing this
 plugin (which the CLI does at start-up) stays cheap.
+
+Scoring a suite of 10^5 cases calls each evaluator 2 x 10^5 times, so the costly ones have
+a ``score_batch`` (see :class:`gatekeeper.kinds.Evaluator`) that gives exactly the scores
+``score`` gives, faster: ROUGE-L computes its longest common subsequences in one rapidfuzz
+call (``process.cpdist``), BLEU reuses one sacrebleu metric and counts n-grams with
+``Counter`` over ``zip`` (sacrebleu's own formula turns the counts into the score), and the
+phrase patterns of ``contains``/``not_contains`` are compiled once per phrase. The tests
+compare both paths on a varied sample.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -152,6 +162,7 @@ class ExactMatch(ReferenceEvaluator):
 # --------------------------------------------------------------------------- contains
 
 
+@functools.lru_cache(maxsize=8192)
 def _phrase_pattern(phrase: str, *, case_sensitive: bool, collapse_whitespace: bool) -> re.Pattern[str]:
     """A regex finding ``phrase`` literally; runs of spaces match any whitespace when asked."""
     body = r"\s+".join(re.escape(part) for part in phrase.split()) if collapse_whitespace else re.escape(phrase)
@@ -542,8 +553,40 @@ class RougeL(ReferenceEvaluator):
 
     def compare(self, output: str, references: list[str]) -> Score:
         scored = [(self.rouge_l(output, ref), ref) for ref in references]
+        return self._best(scored, len(references))
+
+    def score_batch(self, cases: Sequence[Case], generations: Sequence[Generation]) -> list[Score]:
+        """All longest common subsequences of the batch in one ``rapidfuzz.process.cpdist`` call."""
+        from rapidfuzz import process
+        from rapidfuzz.distance import LCSseq
+
+        refs_of = [self.references(case) for case in cases]
+        outputs, references, owner = [], [], []
+        for i, (refs, generation) in enumerate(zip(refs_of, generations, strict=True)):
+            got = rouge_tokens(generation.text)
+            for ref in refs:
+                outputs.append(got)
+                references.append(rouge_tokens(ref))
+                owner.append(i)
+        lcs_all = process.cpdist(references, outputs, scorer=LCSseq.similarity) if outputs else []
+        scored: list[list[tuple[tuple[float, float, float, int], str]]] = [[] for _ in cases]
+        for k, i in enumerate(owner):
+            got, ref = outputs[k], references[k]
+            lcs = int(lcs_all[k])
+            if not got or not ref or lcs == 0:
+                stats: tuple[float, float, float, int] = (0.0, 0.0, 0.0, 0)
+            else:
+                precision, recall = lcs / len(got), lcs / len(ref)
+                stats = (2 * precision * recall / (precision + recall), precision, recall, lcs)
+            scored[i].append((stats, refs_of[i][len(scored[i])]))
+        return [
+            self._best(scored[i], len(refs)) if refs else self.missing_reference()
+            for i, refs in enumerate(refs_of)
+        ]
+
+    def _best(self, scored: list[tuple[tuple[float, float, float, int], str]], n_refs: int) -> Score:
         (f_measure, precision, recall, lcs), best = max(scored, key=lambda item: item[0][0])
-        against = f" against {_quote(best)}" if len(references) > 1 else ""
+        against = f" against {_quote(best)}" if n_refs > 1 else ""
         return self.result(
             f_measure,
             reason=f"ROUGE-L F {f_measure:.3f} (precision {precision:.3f}, recall {recall:.3f}, "
@@ -575,6 +618,48 @@ class Bleu(ReferenceEvaluator):
             output, references, smooth_method=self.params.smooth_method,
             lowercase=self.params.lowercase, tokenize=self.params.tokenize,
         )
+        return self._from_bleu(bleu)
+
+    def score_batch(self, cases: Sequence[Case], generations: Sequence[Generation]) -> list[Score]:
+        """sacrebleu's sentence BLEU, with one metric object for the batch and n-grams counted
+        by ``Counter`` over ``zip``; sacrebleu's tokeniser, closest-reference length and
+        ``compute_bleu`` are used as they are, so the scores are sacrebleu's."""
+        from sacrebleu.metrics import BLEU
+
+        metric = BLEU(
+            lowercase=self.params.lowercase, tokenize=self.params.tokenize, force=False,
+            smooth_method=self.params.smooth_method, smooth_value=None, effective_order=True,
+        )
+        order = metric.max_ngram_order
+        out = []
+        for case, generation in zip(cases, generations, strict=True):
+            references = self.references(case)
+            if not references:
+                out.append(self.missing_reference())
+                continue
+            ref_ngrams: Counter[tuple[str, ...]] | None = None
+            ref_lens = []
+            for ref in references:
+                tokens = metric._preprocess_segment(ref).split()
+                ref_lens.append(len(tokens))
+                counts = _ngrams(tokens, order)
+                if ref_ngrams is None:
+                    ref_ngrams = counts
+                else:
+                    for ngram, count in counts.items():
+                        ref_ngrams[ngram] = max(ref_ngrams[ngram], count)
+            assert ref_ngrams is not None
+            tokens = metric._preprocess_segment(generation.text).split()
+            correct, total = [0] * order, [0] * order
+            for ngram, count in _ngrams(tokens, order).items():
+                total[len(ngram) - 1] += count
+                if ngram in ref_ngrams:
+                    correct[len(ngram) - 1] += min(count, ref_ngrams[ngram])
+            ref_len = metric._get_closest_ref_len(len(tokens), ref_lens)
+            out.append(self._from_bleu(metric._compute_score_from_stats([len(tokens), ref_len, *correct, *total])))
+        return out
+
+    def _from_bleu(self, bleu: Any) -> Score:
         value = min(1.0, max(0.0, bleu.score / 100))
         precisions = "/".join(f"{p:.1f}" for p in bleu.precisions)
         return self.result(
@@ -584,13 +669,22 @@ class Bleu(ReferenceEvaluator):
         )
 
 
+def _ngrams(tokens: list[str], order: int) -> Counter[tuple[str, ...]]:
+    """Counts of the 1..``order``-grams of ``tokens`` (sacrebleu's ``extract_all_word_ngrams``)."""
+    counts: Counter[tuple[str, ...]] = Counter()
+    for n in range(1, order + 1):
+        counts.update(zip(*(tokens[i:] for i in range(n)), strict=False))
+    return counts
+
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)
+_DROP_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def squad_normalise(text: str) -> str:
     """SQuAD's answer normalisation: lowercase, drop punctuation and articles, fix spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    text = text.lower().translate(_DROP_PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 

@@ -4,19 +4,22 @@ Two judge calls per output (both cached by the runner): the first extracts the o
 atomic claims (short, self-contained factual statements); the second gets the context and
 every claim, numbered, and says for each whether the context supports it. Unsupported
 claims become spans, located in the output by exact, case-insensitive or fuzzy (rapidfuzz)
-match. The value is 1.0 (hallucinated) when the unsupported share exceeds
-``max_unsupported_fraction`` (default 0: any unsupported claim), else 0.0;
-``details["support"]`` is the supported share.
+match. The score (``details["score"]``, 0..1) is :func:`.scores.rule_score` of the
+unsupported share against ``max_unsupported_fraction`` (default 0: any unsupported claim):
+above 0.5 exactly when the share exceeds it, so the default threshold 0.5 flags what that
+rule flags; ``details["support"]`` is the supported share. ``value`` is the verdict (1.0
+hallucinated, else 0.0) or, with ``emit: score``, the score.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from gatekeeper import hookimpl
 from gatekeeper.builtin.scoring.judges import JudgeEvaluator
+from gatekeeper.builtin.scoring.scores import DEFAULT_THRESHOLD, detector_score, rule_score
 from gatekeeper.engine.judging import (
     Judge,
     JudgeParams,
@@ -66,7 +69,10 @@ in "verdicts", one entry per claim, in order."""
 
 
 class JudgeGroundingParams(JudgeParams):
-    threshold: float | None = 0.0
+    threshold: float | None = Field(DEFAULT_THRESHOLD, ge=0, le=1)
+    """Flag the output when its score (0..1, 1 = hallucinated) is above this; null: no verdict."""
+    emit: Literal["verdict", "score"] = "verdict"
+    """What ``value`` holds: the verdict (1.0 flagged / 0.0) or the score itself."""
     max_unsupported_fraction: float = Field(0.0, ge=0, lt=1)
     """Hallucinated when more than this share of the claims is unsupported."""
     max_claims: int = Field(30, ge=1, le=200)
@@ -163,8 +169,8 @@ class JudgeGrounding(JudgeEvaluator, Detector):
             return bad
         claims: list[str] = extracted.value
         if not claims:
-            return self.result(0.0, reason="grounded: the output makes no factual claims",
-                               details={**provenance, "support": 1.0, "claims": []})
+            return detector_score(self, 0.0, reason="grounded: the output makes no factual claims",
+                                  details={**provenance, "support": 1.0, "claims": []})
         context = case.context
         if p.question_as_support and variables["input"]:
             context = f"{context}\n\n(The question asked: {variables['input']})"
@@ -192,11 +198,13 @@ class JudgeGrounding(JudgeEvaluator, Detector):
             reason = next(v.value[i][1] for v in usable if v.value[i][0] == supported)
             where = locate(claim, output, p.min_span_similarity)
             rows.append({"claim": claim, "supported": supported, "reason": reason,
+                         "p_unsupported": sum(not v.value[i][0] for v in usable) / len(usable),
                          "start": where[0] if where else None, "end": where[1] if where else None})
             if not supported and where is not None:
                 spans.append(Span(output[where[0]:where[1]], where[0], where[1], "claim", reason or "not supported"))
         unsupported = [r["claim"] for r in rows if not r["supported"]]
         share = len(unsupported) / len(claims)
+        score = rule_score(share, p.max_unsupported_fraction, 1.0)
         hallucinated = share > p.max_unsupported_fraction
         details: dict[str, Any] = {
             **provenance, **vote_summary(verdicts), "support": 1 - share, "claims": rows,
@@ -214,7 +222,7 @@ class JudgeGrounding(JudgeEvaluator, Detector):
                       f"max_unsupported_fraction {p.max_unsupported_fraction:g}: {listing}")
         else:
             reason = f"grounded: all {len(claims)} claims supported by the context"
-        return self.result(1.0 if hallucinated else 0.0, reason=reason, spans=spans, details=details)
+        return detector_score(self, score, reason=reason, spans=spans, details=details)
 
 
 @hookimpl

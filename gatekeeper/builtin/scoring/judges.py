@@ -13,7 +13,6 @@ candidate is compared with the baseline and the baseline with the candidate; bot
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from collections.abc import Sequence
@@ -328,6 +327,8 @@ class Pairwise(JudgeEvaluator):
         base = {**case_variables(case, generation), "criteria": p.criteria, "allow_ties": p.allow_ties}
         first = template.render({**base, "answer_a": generation.text, "answer_b": theirs.text}, fmt)
         second = template.render({**base, "answer_a": theirs.text, "answer_b": generation.text}, fmt)
+        import asyncio  # here: asyncio is not needed to register the judges (gatekeeper --help)
+
         orders = await asyncio.gather(judge.poll(case, first, fmt), judge.poll(case, second, fmt))
         provenance = judge.provenance(prompt_hash(template, fmt, {"criteria": p.criteria, "ties": p.allow_ties}))
         bad = unusable(self, [*orders[0], *orders[1]], provenance)

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, ValidationError
 
 from gatekeeper import hookimpl
-from gatekeeper.builtin.providers.openai.endpoints import Endpoint, EndpointSettings, load_settings, redact
 from gatekeeper.builtin.tuners.finetune_data import check_chat_file
 from gatekeeper.files import write_atomic
 from gatekeeper.host.plugins import DISTRIBUTION
@@ -35,12 +34,12 @@ from gatekeeper.kinds import Params, Register, Tuner
 from gatekeeper.types import ModelSpec, PluginError, UsageError, stable_hash
 
 if TYPE_CHECKING:
+    from gatekeeper.builtin.providers.openai.endpoints import Endpoint
     from gatekeeper.types import Config
 
 PLUGIN = "openai-ft"
 STATE_DIR = ".gatekeeper/finetunes"
 METADATA_KEY = "gatekeeper_job"
-ENDPOINT_PARAMS = set(EndpointSettings.model_fields) - {"name"}
 DONE = "succeeded"
 FAILED = ("failed", "cancelled")
 MAX_TRANSIENT_ERRORS = 20
@@ -183,13 +182,15 @@ class OpenAIFineTuneTuner(Tuner):
 
     @staticmethod
     def _endpoint(base: ModelSpec, config: Config) -> tuple[Endpoint, dict[str, str]]:
+        from gatekeeper.builtin.providers.openai.endpoints import Endpoint, EndpointSettings, load_settings
         if base.provider != "openai":
             raise UsageError(f"the openai-ft tuner fine-tunes openai models, not {base.provider!r} ({base})",
                              field="--base")
-        unknown = set(base.params) - ENDPOINT_PARAMS
+        endpoint_fields = set(EndpointSettings.model_fields) - {"name"}
+        unknown = set(base.params) - endpoint_fields
         if unknown:
             raise UsageError(f"unknown parameter(s) {', '.join(sorted(unknown))} in --base; known: "
-                             f"{', '.join(sorted(ENDPOINT_PARAMS))}", field="--base")
+                             f"{', '.join(sorted(endpoint_fields))}", field="--base")
         settings = load_settings(config.providers, config.source)
         endpoint_params = {k: str(v) for k, v in base.params.items()}
         if endpoint_params:
@@ -224,6 +225,8 @@ class OpenAIFineTuneTuner(Tuner):
     def _call(self, what: str, fn: Callable[[], Any], secrets: list[str]) -> Any:
         """One API call, retried on 429 (after its Retry-After), 5xx and dropped connections."""
         import openai
+
+        from gatekeeper.builtin.providers.openai.endpoints import redact
 
         wait = 1.0
         for attempt in range(MAX_TRANSIENT_ERRORS):
@@ -350,6 +353,7 @@ class OpenAIFineTuneTuner(Tuner):
         return sorted(found, key=lambda c: c["step"] or 0)
 
     def _job_failed(self, job: dict[str, Any], data: Path, secrets: list[str]) -> Exception:
+        from gatekeeper.builtin.providers.openai.endpoints import redact
         error = job.get("error") or {}
         code, message = error.get("code"), redact(str(error.get("message") or "no reason given"), secrets)
         what = f"fine-tuning job {job['id']} {job.get('status')}" + (f" ({code})" if code else "")

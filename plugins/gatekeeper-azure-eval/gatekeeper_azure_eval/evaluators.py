@@ -273,6 +273,8 @@ class GroundednessDetectorParams(JudgedParams):
     threshold: float | None = None
     support_threshold: int = Field(3, ge=1, le=5)
     """azure's threshold on its 1..5 groundedness: below it the response is hallucinated."""
+    emit: Literal["verdict", "score"] = "verdict"
+    """What ``value`` holds: the verdict (1.0 hallucinated / 0.0) or the score (5 − groundedness) / 4."""
 
     @property
     def native_threshold(self) -> float:
@@ -280,7 +282,8 @@ class GroundednessDetectorParams(JudgedParams):
 
 
 class GroundednessDetector(Detector, Groundedness):
-    """Groundedness as a hallucination detector."""
+    """Groundedness as a hallucination detector. ``details["score"]`` (1 = hallucinated) is
+    (5 − groundedness) / 4, flagged above ``details["threshold"]`` = (5 − support_threshold) / 4."""
 
     name = "azure_groundedness"
     description = "azure GroundednessEvaluator as a detector: hallucinated (1) below azure's threshold (3 of 5)"
@@ -296,8 +299,11 @@ class GroundednessDetector(Detector, Groundedness):
                                + (f": {reason}" if reason else ""), details)
         details["support"] = (score - 1.0) / 4.0
         hallucinated = score < self.params.native_threshold
-        return Score(metric=self.metric, value=1.0 if hallucinated else 0.0, passed=not hallucinated, reason=reason,
-                     details=details)
+        hallucination = min(max((5.0 - score) / 4.0, 0.0), 1.0)
+        details |= {"score": hallucination, "threshold": (5.0 - self.params.native_threshold) / 4.0,
+                    "flagged": hallucinated}
+        value = hallucination if self.params.emit == "score" else (1.0 if hallucinated else 0.0)
+        return Score(metric=self.metric, value=value, passed=not hallucinated, reason=reason, details=details)
 
 
 # --------------------------------------------------------------------------- text overlap
@@ -453,7 +459,7 @@ class RefusedParams(ScoringParams):
 
 def _refused(evaluator: str, library_class: str) -> type[Evaluator]:
     return type(f"Refused{library_class}", (Evaluator,), {
-        "name": evaluator, "library_class": library_class, "Params": RefusedParams,
+        "__module__": __name__, "name": evaluator, "library_class": library_class, "Params": RefusedParams,
         "description": f"azure {library_class}: needs an Azure AI project (refused offline)",
         "__doc__": "Refused when the suite loads (see RefusedParams).",
     })
@@ -467,6 +473,8 @@ REFUSED = tuple(_refused(name, cls) for name, cls in (
     ("azure_ungrounded_attributes", "UngroundedAttributesEvaluator"),
     ("azure_code_vulnerability", "CodeVulnerabilityEvaluator"),
 ))
+# Module attributes, so the plugin can register each by import path (``...evaluators:RefusedSexualEvaluator``).
+globals().update({cls.__name__: cls for cls in REFUSED})
 
 EVALUATORS: tuple[type[Evaluator], ...] = (
     Groundedness, Relevance, Coherence, Fluency, Similarity, Retrieval, F1, Bleu, Gleu, Meteor, Rouge, *REFUSED,

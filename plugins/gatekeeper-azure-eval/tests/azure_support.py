@@ -59,7 +59,7 @@ def run(project: Project, model: str, out: str | None = None,
     out = out or f"out-{model}"
     result = project.run("run", "suites", "--model", f"replay:{model}.jsonl", "--out", out, "--no-progress", env=ENV)
     assert result.exit_code in codes, result.output
-    return result, project.read_json(f"{out}/results.json")
+    return result, project.read_record(f"{out}/results.json")
 
 
 def scores(record: dict[str, Any], metric: str) -> dict[str, dict[str, Any]]:

@@ -63,7 +63,7 @@ def run_rows(project: Project) -> dict[str, dict[str, float]]:
     project.write_jsonl("out.jsonl", [{"id": i, "output": out} for i, _, out in ROWS])
     result = project.run("run", "suites", "--model", "replay:out.jsonl", "--out", "out", "--no-progress")
     assert result.exit_code in (0, 1), result.output
-    record = project.read_json("out/results.json")
+    record = project.read_record("out/results.json")
     table: dict[str, dict[str, float]] = {}
     for row in record["cases"]:
         case = record["case_index"][row["key"]]["id"]

@@ -367,10 +367,15 @@ class DetectorParams(DeepEvalParams):
     threshold: float | None = None
     support_threshold: float = Field(0.5, ge=0, le=1)
     """deepeval's threshold on its score: below it, the output is judged hallucinated."""
+    emit: Literal["verdict", "score"] = "verdict"
+    """What ``value`` holds: the verdict (1.0 hallucinated / 0.0) or the score 1 − deepeval's score."""
 
 
 class DeepEvalDetector(Detector, DeepEvalMetric):
-    """Hallucination detectors: value 1.0 when deepeval's score is below ``support_threshold``."""
+    """Hallucination detectors: value 1.0 when deepeval's score is below ``support_threshold``.
+
+    ``details["score"]`` (1 = hallucinated) is 1 − deepeval's score, flagged above
+    ``details["threshold"]`` = 1 − ``support_threshold``."""
 
     Params = DetectorParams
     params: DetectorParams
@@ -390,7 +395,10 @@ class DeepEvalDetector(Detector, DeepEvalMetric):
         support = float(metric.score)
         details["support"] = support
         hallucinated = support < self.params.support_threshold
-        return Score(metric=self.metric, value=1.0 if hallucinated else 0.0, passed=not hallucinated,
+        score = min(max(1.0 - support, 0.0), 1.0)
+        details |= {"score": score, "threshold": 1.0 - self.params.support_threshold, "flagged": hallucinated}
+        value = score if self.params.emit == "score" else (1.0 if hallucinated else 0.0)
+        return Score(metric=self.metric, value=value, passed=not hallucinated,
                      reason=str(metric.reason or ""), status="ok",
                      spans=self.spans(metric, generation) if hallucinated else [], details=details)
 

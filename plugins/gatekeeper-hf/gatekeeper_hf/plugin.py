@@ -1,42 +1,43 @@
 """The gatekeeper-hf plugin: registers its provider, tuners, evaluator and detectors.
 
-Loaded through the ``gatekeeper`` entry-point group. Only this module and the light
-modules it names are imported at start-up; torch, transformers and peft are imported
-inside the classes' methods when they run.
+Loaded through the ``gatekeeper`` entry-point group. Classes are registered by import path
+(docs/architecture.md, "Registering lazily"): start-up imports only this module, and a class's
+module (with torch, transformers, peft or TRL behind it) is imported when a run first uses it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gatekeeper import hookimpl
-from gatekeeper.kinds import Detector, Evaluator, ModelProvider, Register, Tuner
-from gatekeeper_hf.distill import DistillTuner
-from gatekeeper_hf.grpo import GrpoTuner
-from gatekeeper_hf.provider import HFProvider
-from gatekeeper_hf.scoring import EmbeddingGrounding, SelfConsistency, SemanticSimilarity
-from gatekeeper_hf.tuning import DpoTuner, LoraTuner
+
+if TYPE_CHECKING:
+    from gatekeeper.kinds import Detector, Evaluator, ModelProvider, Register, Tuner
 
 gatekeeper_api = ">=1.0,<2"
 
 
 @hookimpl
 def gatekeeper_register_models(register: Register[ModelProvider]) -> None:
-    register(HFProvider)
+    register("gatekeeper_hf.provider:HFProvider", name="hf")
 
 
 @hookimpl
 def gatekeeper_register_tuners(register: Register[Tuner]) -> None:
-    register(LoraTuner)
-    register(DpoTuner)
-    register(GrpoTuner)
-    register(DistillTuner)
+    register("gatekeeper_hf.tuning:LoraTuner", name="lora")
+    register("gatekeeper_hf.tuning:DpoTuner", name="dpo")
+    register("gatekeeper_hf.grpo:GrpoTuner", name="grpo")
+    register("gatekeeper_hf.distill:DistillTuner", name="distill")
+    register("gatekeeper_hf.dp_lora:DpLoraTuner", name="dp-lora")
 
 
 @hookimpl
 def gatekeeper_register_evaluators(register: Register[Evaluator]) -> None:
-    register(SemanticSimilarity)
+    register("gatekeeper_hf.scoring:SemanticSimilarity", name="semantic_similarity")
 
 
 @hookimpl
 def gatekeeper_register_detectors(register: Register[Detector]) -> None:
-    register(EmbeddingGrounding)
-    register(SelfConsistency)
+    register("gatekeeper_hf.scoring:EmbeddingGrounding", name="embedding_grounding")
+    register("gatekeeper_hf.scoring:SelfConsistency", name="self_consistency")
+    register("gatekeeper_hf.nli:NLIGrounding", name="nli_grounding")

@@ -10,7 +10,7 @@ import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -69,9 +69,39 @@ class SemanticSimilarity(Evaluator):
 # --------------------------------------------------------------------------- grounding
 
 
-class EmbeddingGroundingParams(ScoringParams):
-    threshold: float | None = 0.0
-    """Verdict: passed when the value (1.0 hallucinated, 0.0 grounded) is at most this."""
+def rule_score(measured: float, limit: float, maximum: float) -> float:
+    """A score in [0, 1] for the rule "``measured`` above ``limit`` is hallucinated": up to the
+    limit it rises from 0 to 0.5, past it from just above 0.5 to 1.0 at ``maximum``; so it is
+    above 0.5 exactly when the rule fires (as gatekeeper's built-in detectors build theirs)."""
+    measured = min(max(measured, 0.0), maximum)
+    if measured <= limit:
+        return 0.5 * measured / limit if limit > 0 else 0.0
+    return 0.5 + 0.5 * (measured - limit) / (maximum - limit)
+
+
+class DetectorScoreParams(ScoringParams):
+    """The score convention of gatekeeper's detectors (docs/evaluators.md, "Scores")."""
+
+    threshold: float | None = Field(0.5, ge=0, le=1)
+    """Flag the output when its score (0..1, 1 = hallucinated) is above this; null: no verdict."""
+    emit: Literal["verdict", "score"] = "verdict"
+    """What ``value`` holds: the verdict (1.0 flagged / 0.0) or the score itself."""
+
+
+def detector_score(detector: Evaluator, score: float, *, reason: str = "", spans: list[Span] | None = None,
+                   details: dict[str, Any] | None = None) -> Score:
+    """value (verdict or score), ``passed`` and ``details`` score/threshold/flagged for ``score``."""
+    score = round(min(max(float(score), 0.0), 1.0), 6)  # as recorded: the verdict is of this number
+    threshold = detector.params.threshold
+    flagged = None if threshold is None else score > threshold
+    details = {**(details or {}), "score": score, "threshold": threshold, "flagged": flagged}
+    emit = getattr(detector.params, "emit", "verdict")
+    value = score if flagged is None or emit == "score" else float(flagged)
+    return detector.result(value, reason=reason, passed=None if flagged is None else not flagged, spans=spans,
+                           details=details)
+
+
+class EmbeddingGroundingParams(DetectorScoreParams):
     word_similarity: float = Field(0.9, gt=0, le=1)
     """A new name the context lacks is accepted when a context word is at least this similar
     (magazine/magazines 0.91; Monday/Tuesday 0.87 and Mumbai/Delhi 0.64 are not). Numbers
@@ -99,6 +129,8 @@ class ClaimCheck:
     word_support: float
     unsupported_words: list[str]
     supported: bool
+    score: float = 0.0
+    """0..1, above 0.5 exactly when the claim is unsupported (:func:`rule_score` of each test)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +142,7 @@ class ClaimCheck:
             "unsupported_words": self.unsupported_words,
             "evidence": self.evidence,
             "supported": self.supported,
+            "score": round(self.score, 4),
         }
 
 
@@ -131,7 +164,11 @@ class EmbeddingGrounding(Detector):
       Sentence embeddings alone cannot catch a swapped name or number ("based in Mumbai"
       against "head office in Delhi" scores high); this check does.
 
-    Value 1.0 when any claim is unsupported; spans are the unsupported sentences.
+    The score (``details["score"]``) is the highest claim score: each test's measure
+    (1 − the weakest name's similarity, the unsupported ordinary words, 1 − the sentence
+    similarity) against its limit, above 0.5 exactly when the claim fails a test, so the
+    default threshold 0.5 flags when any claim is unsupported. Spans are the unsupported
+    sentences.
     """
 
     name = "embedding_grounding"
@@ -145,7 +182,7 @@ class EmbeddingGrounding(Detector):
         assert isinstance(params, EmbeddingGroundingParams)
         claims = [s for s in split_sentences(generation.text) if content_words(s.text)]
         if not claims:
-            return self.result(0.0, reason="no claims in the output", details={"support": 1.0, "claims": []})
+            return detector_score(self, 0.0, reason="no claims in the output", details={"support": 1.0, "claims": []})
         given = set(_prompt_words(case))
         checks = check_claims(claims, case.context, given, params)
         unsupported = [c for c in checks if not c.supported]
@@ -158,8 +195,9 @@ class EmbeddingGrounding(Detector):
             f"{len(unsupported)} of {len(checks)} claims unsupported: {spans[0].reason}"
             if unsupported else f"all {len(checks)} claims supported by the context"
         )
-        return self.result(
-            1.0 if unsupported else 0.0,
+        return detector_score(
+            self,
+            max(c.score for c in checks),
             reason=reason,
             spans=spans,
             details={"support": support, "claims": [c.as_dict() for c in checks]},
@@ -218,12 +256,18 @@ def check_claims(
         name_support, missing_names = _word_support(names, vocabulary, params.word_similarity)
         word_support, missing_words = _word_support(ordinary, vocabulary, params.synonym_similarity)
         allowed = params.max_unsupported_fraction * len(ordinary)
-        too_many = len(missing_words) > (max(1.0, allowed) if params.max_unsupported_fraction > 0 else 0)
+        limit = max(1.0, allowed) if params.max_unsupported_fraction > 0 else 0.0
+        too_many = len(missing_words) > limit
         missing = missing_names + (missing_words if too_many else [])
         fragment = len(words) < FRAGMENT_WORDS
         supported = not missing and (fragment or best >= params.min_sentence_similarity)
+        score = max(
+            rule_score(1 - name_support, 1 - params.word_similarity, 1.0) if missing_names or names else 0.0,
+            rule_score(len(missing_words), limit, max(len(ordinary), limit + 1)),
+            0.0 if fragment else rule_score(1 - best, 1 - params.min_sentence_similarity, 2.0),
+        )
         checks.append(ClaimCheck(claim, best, windows[best_window], min(name_support, word_support), missing,
-                                 supported))
+                                 supported, score))
     return checks
 
 

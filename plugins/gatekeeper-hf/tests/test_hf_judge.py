@@ -29,7 +29,7 @@ def test_a_local_hf_model_judges_and_garbage_is_nodata(tmp_path: Path, tiny_mode
     result = project.run("run", "suites", "--model", "replay:answers.jsonl", "--out", "out", "--no-progress")
 
     assert result.exit_code == 0, result.output
-    score = project.read_json("out/results.json")["cases"][0]["scores"]["rubric"]
+    score = project.read_record("out/results.json")["cases"][0]["scores"]["rubric"]
     assert score["status"] == "nodata" and score["value"] is None
     assert score["reason"].startswith("judge reply unusable after 2 attempt(s):")
     assert score["details"]["judge"]["provider"] == "hf"

@@ -149,7 +149,7 @@ def test_an_output_without_claims_is_grounded() -> None:
 
 
 def test_the_detector_threshold_makes_a_verdict() -> None:
-    detector = EmbeddingGrounding(EmbeddingGrounding.Params(threshold=0.0))
+    detector = EmbeddingGrounding(EmbeddingGrounding.Params(threshold=0.5))
     assert score(detector, "Its head office is in Mumbai.").passed is False
     assert score(detector, "Its head office is in Delhi.").passed is True
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gatekeeper import hookimpl
-from gatekeeper.kinds import DeployTarget, Register
+
+if TYPE_CHECKING:
+    from gatekeeper.kinds import DeployTarget, Register
 
 
 @hookimpl
 def gatekeeper_register_deploy_targets(register: Register[DeployTarget]) -> None:
-    from gatekeeper_mlflow.target import MlflowRegistry
-
-    register(MlflowRegistry)
+    register("gatekeeper_mlflow.target:MlflowRegistry", name="mlflow")

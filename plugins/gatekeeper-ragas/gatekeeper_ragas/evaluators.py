@@ -308,13 +308,17 @@ class HallucinationParams(RagasJudgeParams):
     min_support: float = Field(1.0, ge=0, le=1)
     """The faithfulness at or above which an answer counts as grounded: with the default,
     one claim the context does not support makes it hallucinated."""
+    emit: Literal["verdict", "score"] = "verdict"
+    """What ``value`` holds: the verdict (1.0 hallucinated / 0.0) or the score 1 − faithfulness."""
 
 
 class RagasHallucination(Detector):
     """ragas faithfulness as a hallucination detector: 1.0 when the faithfulness ``s`` is
     below ``min_support`` (some claim unsupported), else 0.0; ``details["support"]`` is
     ``s`` and ``details["unsupported_claims"]`` the claims ragas' judge rejected, with its
-    reasons; those found verbatim in the output are marked as spans."""
+    reasons; those found verbatim in the output are marked as spans. The score
+    (``details["score"]``, 1 = hallucinated) is ``1 - s``, flagged above
+    ``details["threshold"]`` = ``1 - min_support``."""
 
     name = "ragas_hallucination"
     description = "ragas faithfulness as a detector: 1 when a claim of the answer is not supported by the context"
@@ -346,7 +350,10 @@ class RagasHallucination(Detector):
             reason = f"faithfulness {support:.3g} < {self.params.min_support:g}: unsupported {listed or '(claims)'}"
         else:
             reason = f"faithfulness {support:.3g}: every claim supported by the context"
-        return self.result(1.0 if hallucinated else 0.0, reason=reason, spans=spans, details=details)
+        score = min(max(1.0 - support, 0.0), 1.0)
+        details |= {"score": score, "threshold": 1.0 - self.params.min_support, "flagged": hallucinated}
+        value = score if self.params.emit == "score" else (1.0 if hallucinated else 0.0)
+        return self.result(value, reason=reason, passed=not hallucinated, spans=spans, details=details)
 
 
 def unsupported_claims(exchanges: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -373,6 +380,15 @@ def _locate(text: str, statement: str, reason: str) -> Span | None:
         return None
     end = start + len(statement.strip().rstrip("."))
     return Span(text=text[start:end], start=start, end=end, kind="claim", reason=reason)
+
+
+def __getattr__(attr: str) -> type[RagasEvaluator]:
+    """``Ragas_<metric>``: the evaluator class of one metric, made on first use, so the plugin
+    can register every metric by import path (``gatekeeper_ragas.evaluators:Ragas_faithfulness``)."""
+    metric = attr.removeprefix("Ragas_")
+    if attr.startswith("Ragas_") and metric in METRICS:
+        return evaluator_class(metric)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 def registered() -> list[type[Evaluator]]:

@@ -86,7 +86,7 @@ def setup(project: Project, suite_text: str, outputs: dict[str, dict[str, str]],
 def run(project: Project, model: str = "candidate") -> tuple[CLIResult, dict[str, Any]]:
     result = project.run("run", "suites", "--model", f"replay:{model}.jsonl", "--out", "out", "--no-progress",
                          env=ENV)
-    record = project.read_json("out/results.json") if (project.path / "out/results.json").exists() else {}
+    record = project.read_record("out/results.json") if (project.path / "out/results.json").exists() else {}
     return result, record
 
 

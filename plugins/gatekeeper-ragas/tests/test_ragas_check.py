@@ -47,7 +47,7 @@ def project_for(project: Project, server: FakeOpenAIServer, candidate: dict[str,
 def check(project: Project) -> tuple[int, dict[str, Any], str]:
     result = project.run("check", "--candidate", "replay:candidate.jsonl", "--baseline", "replay:baseline.jsonl",
                          "--policy", "policy.yaml", "--out", "out", "--no-progress", env=ENV)
-    return result.exit_code, project.read_json("out/decision.json"), result.output
+    return result.exit_code, project.read_record("out/decision.json"), result.output
 
 
 def test_invented_facts_are_rejected_and_a_rerun_replays_without_judge_calls(

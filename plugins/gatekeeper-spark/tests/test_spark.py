@@ -166,7 +166,7 @@ def test_run_on_spark_survives_a_killed_worker_and_matches_the_local_run(spark: 
 
     assert local.exit_code == spread.exit_code == 1, spread.output  # 4 wrong answers fail exact_match
     assert (tmp_path / "killed.marker").read_text() != "not this time"  # a worker was killed
-    on_spark, on_local = project.read_json("spark/results.json"), project.read_json("local/results.json")
+    on_spark, on_local = project.read_record("spark/results.json"), project.read_record("local/results.json")
     keys = [(row["key"], row["model"]) for row in on_spark["cases"]]
     assert len(keys) == len(set(keys)) == 12  # none lost, none counted twice
     assert keys == [(row["key"], row["model"]) for row in on_local["cases"]]
@@ -198,7 +198,7 @@ evaluators: [{{length: {{max_chars: 1000}}}}]
     # the configured 2 in flight and 240/min (4 per second), not twice that.
     assert server.peak_in_flight <= 2
     assert (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) < 6.0
-    assert project.read_json("out/results.json")["stats"]["model_calls"] == 8
+    assert project.read_record("out/results.json")["stats"]["model_calls"] == 8
 
 
 # --------------------------------------------------------------------------- classify

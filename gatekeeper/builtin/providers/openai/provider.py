@@ -16,25 +16,10 @@ so every failure is counted once and a paid request is sent again only when it f
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from gatekeeper import hookimpl
-from gatekeeper.builtin.providers.openai.endpoints import (
-    Endpoint,
-    EndpointPool,
-    EndpointSettings,
-    OpenAISettings,
-    Price,
-    load_settings,
-    redact,
-)
-from gatekeeper.builtin.providers.openai.wire import (
-    error_detail,
-    estimate_tokens,
-    generation_from_completion,
-    request_body,
-    retry_after_of,
-)
 from gatekeeper.kinds import Model, ModelProvider, Register
 from gatekeeper.types import (
     Config,
@@ -49,7 +34,9 @@ from gatekeeper.types import (
     stable_hash,
 )
 
-ENDPOINT_PARAMS = set(EndpointSettings.model_fields) - {"name"}
+if TYPE_CHECKING:  # the endpoint settings (pydantic, YAML) are imported when a model loads
+    from gatekeeper.builtin.providers.openai.endpoints import Endpoint, OpenAISettings, Price
+
 MODEL_PARAMS = {"batch", "poll_s", "concurrency", "price_in", "price_out", "token_param", "timeout_s"}
 TRUE = ("1", "true", "yes", "on")
 
@@ -73,6 +60,7 @@ class OpenAIModel(Model):
         self, spec: ModelSpec, settings: OpenAISettings, endpoints: list[Endpoint], *,
         price: Price | None, token_param: str, batch: bool, poll_s: float, config: Config,
     ) -> None:
+        from gatekeeper.builtin.providers.openai.endpoints import EndpointPool
         self.spec = spec
         self.settings = settings
         self.pool = EndpointPool(endpoints)
@@ -105,6 +93,8 @@ class OpenAIModel(Model):
     async def _complete(self, request: GenerationRequest) -> Generation:
         import openai
 
+        from gatekeeper.builtin.providers.openai.wire import estimate_tokens, generation_from_completion, request_body
+
         endpoint = self.pool.choose()
         client = endpoint.client()  # first: making it imports the SDK, which must not eat paced time
         estimated = estimate_tokens(request)
@@ -132,6 +122,8 @@ class OpenAIModel(Model):
         """What an SDK error means for the runner: retry later (429), retry (timeouts,
         connections, 5xx), fail this case only (400, 404, 422), or stop (garbage)."""
         import openai
+
+        from gatekeeper.builtin.providers.openai.wire import error_detail, retry_after_of
 
         if isinstance(exc, openai.RateLimitError):
             wait = retry_after_of(exc.response.headers)
@@ -161,8 +153,23 @@ class OpenAIModel(Model):
 
     def message(self, endpoint: Endpoint, what: str, detail: str = "") -> str:
         """An error message naming the endpoint, with every secret scrubbed."""
+        from gatekeeper.builtin.providers.openai.endpoints import redact
         text = f"endpoint {endpoint.label}: {what}" + (f": {detail}" if detail else "")
         return redact(text, self.pool.secrets())
+
+    # ----------------------------------------------------------------- load tests
+
+    async def send_once(
+        self, request: GenerationRequest, *, stream: bool, on_delta: Callable[[str], None] | None = None,
+    ) -> Generation:
+        """One unpaced, unretried request for a load run (see :mod:`.streaming`)."""
+        from gatekeeper.builtin.providers.openai.streaming import send_once
+
+        return await send_once(self, request, stream=stream, on_delta=on_delta)
+
+    def target_urls(self) -> list[str]:
+        """Where this model sends requests: a load run refuses endpoints nobody named."""
+        return [endpoint.url for endpoint in self.pool.endpoints]
 
     async def end_run(self) -> None:
         for endpoint in self.pool.endpoints:
@@ -178,22 +185,24 @@ class OpenAIProvider(ModelProvider):
                    "openai:MODEL[?base_url=URL&api_key_env=NAME&batch=true]")
 
     def load(self, spec: ModelSpec, config: Config) -> Model:
+        from gatekeeper.builtin.providers.openai.endpoints import Endpoint, EndpointSettings, load_settings
         try:
             import openai  # noqa: F401  (here, once: importing inside a timed call would eat its time)
         except ImportError:
             raise PluginError("openai", "the openai package is not installed: pip install openai") from None
         settings = load_settings(config.providers, config.source)
-        unknown = set(spec.params) - ENDPOINT_PARAMS - MODEL_PARAMS
+        endpoint_fields = set(EndpointSettings.model_fields) - {"name"}
+        unknown = set(spec.params) - endpoint_fields - MODEL_PARAMS
         if unknown:
             if unknown & {"api_key", "key", "token", "azure_ad_token"}:
                 raise UsageError("a model spec must not carry a secret: name its environment variable "
                                  "with api_key_env (or azure_ad_token_env)", field="model")
             raise UsageError(
                 f"unknown parameter(s) {', '.join(sorted(unknown))} for openai:{spec.name}; known: "
-                f"{', '.join(sorted(ENDPOINT_PARAMS | MODEL_PARAMS))}", field="model",
+                f"{', '.join(sorted(endpoint_fields | MODEL_PARAMS))}", field="model",
             )
         configured = settings.models.get(spec.name)
-        endpoint_params = {k: v for k, v in spec.params.items() if k in ENDPOINT_PARAMS}
+        endpoint_params = {k: v for k, v in spec.params.items() if k in endpoint_fields}
         if endpoint_params:
             try:
                 endpoint_settings = [EndpointSettings.model_validate(endpoint_params)]
@@ -226,6 +235,7 @@ class OpenAIProvider(ModelProvider):
 
     @staticmethod
     def _price(spec: ModelSpec, settings: OpenAISettings, endpoints: list[Endpoint]) -> Price | None:
+        from gatekeeper.builtin.providers.openai.endpoints import Price
         if "price_in" in spec.params or "price_out" in spec.params:
             try:
                 return Price(input=float(spec.params.get("price_in", 0)), output=float(spec.params.get("price_out", 0)))
@@ -238,6 +248,8 @@ class OpenAIProvider(ModelProvider):
 def gatekeeper_configure(config: Config) -> None:
     # Check providers.openai at start-up, so a typo is reported before anything runs.
     if config.providers.get("openai") is not None:
+        from gatekeeper.builtin.providers.openai.endpoints import load_settings
+
         load_settings(config.providers, config.source)
 
 

@@ -1,0 +1,1 @@
+"""gatekeeper-presidio: the ``presidio`` PII detector (presidio + a spaCy NER model)."""
