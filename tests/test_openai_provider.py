@@ -37,7 +37,7 @@ def spec(server: FakeOpenAIServer, **params: str) -> str:
 def run(project: Project, model: str, *extra: str) -> tuple[int, dict[str, Any], str]:
     result = project.run("run", "suites", "--model", model, "--out", "out", "--no-progress", *extra, env=KEY_ENV)
     path = project.path / "out/results.json"
-    record = json.loads(path.read_text()) if path.exists() else {}
+    record = project.read_record("out/results.json") if path.exists() else {}
     return result.exit_code, record, result.output
 
 

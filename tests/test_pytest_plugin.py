@@ -201,7 +201,7 @@ def test_check_failure_message_names_the_clause_and_numbers(demo: pytest.Pyteste
     assert (outcomes["failed"], outcomes.get("passed", 0)) == (2, 0)
     result.stdout.fnmatch_lines([
         "*support-assistant.yaml::grounding*",
-        "FAIL: grounding: Δ +0.512 (candidate 0.575 vs baseline 0.062)*guardrail ≤ 0.25*breached*→ FAIL",
+        "FAIL: grounding: Δ +0.525 (candidate 0.588 vs baseline 0.062)*guardrail ≤ 0.25*breached*→ FAIL",
         "(decision REJECT; policy clause performance_evaluation.metrics[grounding])",
         "*support-assistant.yaml::decision*",
         "decision: REJECT (policy support-assistant-pccp v1.0, run *)",

@@ -37,7 +37,7 @@ import shutil
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, overload
+from typing import IO, Any, BinaryIO, overload
 
 from gatekeeper.types import UsageError
 
@@ -141,7 +141,7 @@ def read_blob(record: Mapping[str, Any], ref: Mapping[str, Any]) -> str:
         raise RecordFilesError(f"blob missing or unreadable ({exc})", file=str(path)) from None
 
 
-def content_sha256(path: Path, fh: BinaryIO | None = None) -> str:
+def content_sha256(path: Path, fh: IO[bytes] | None = None) -> str:
     """SHA-256 of a per-case file's content: of the text inside a ``.gz`` blob, of the bytes
     otherwise (``fh`` reads it from elsewhere, e.g. a zip member). An unreadable gzip
     hashes to ``"unreadable"``, which matches nothing."""
@@ -382,10 +382,11 @@ class CaseRows(Sequence[dict[str, Any]]):
         self.scores = scores
         self.offsets = offsets
 
-    def index(self) -> list[dict[str, Any]]:
+    def read_index(self) -> list[dict[str, Any]]:
         """The score rows and line offsets, read in one pass (kept: later calls are free)."""
         if self.scores is None or self.offsets is None:
-            scores, offsets = [], []
+            scores: list[dict[str, Any]] = []
+            offsets: list[int] = []
             for offset, row in _read_lines_at(self.path):
                 offsets.append(offset)
                 scores.append(score_row(row, len(scores)))
@@ -394,7 +395,7 @@ class CaseRows(Sequence[dict[str, Any]]):
 
     def rows_at(self, positions: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Whole rows by position, read by seeking to their lines (not by reading the file)."""
-        self.index()
+        self.read_index()
         assert self.offsets is not None
         out: dict[int, dict[str, Any]] = {}
         with self.path.open("rb") as fh:
@@ -561,7 +562,7 @@ def score_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every row's :func:`score_row` (kept from writing, else read once from the file)."""
     rows = record.get("cases")
     if isinstance(rows, CaseRows):
-        return rows.index()
+        return rows.read_index()
     return [score_row(r, i) for i, r in enumerate(rows or [])]
 
 

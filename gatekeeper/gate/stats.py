@@ -293,6 +293,7 @@ def _array_bootstrap(
             theta_b = _multinomial_means(num, n_resamples, rng)
         if theta_b is None:
             theta_b = _resampled_ratios(num, den, n_resamples, rng)
+    assert theta_b is not None
     alpha = (1 - level) / 2
     if method == "BCa":
         theta = float(num.mean()) if den is None else float(num.sum() / den.sum())

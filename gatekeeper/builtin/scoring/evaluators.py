@@ -568,15 +568,15 @@ class RougeL(ReferenceEvaluator):
                 outputs.append(got)
                 references.append(rouge_tokens(ref))
                 owner.append(i)
-        lcs_all = process.cpdist(references, outputs, scorer=LCSseq.similarity) if outputs else []
+        lcs_all: Any = process.cpdist(references, outputs, scorer=LCSseq.similarity) if outputs else []
         scored: list[list[tuple[tuple[float, float, float, int], str]]] = [[] for _ in cases]
         for k, i in enumerate(owner):
-            got, ref = outputs[k], references[k]
+            out_tokens, ref_tokens = outputs[k], references[k]
             lcs = int(lcs_all[k])
-            if not got or not ref or lcs == 0:
+            if not out_tokens or not ref_tokens or lcs == 0:
                 stats: tuple[float, float, float, int] = (0.0, 0.0, 0.0, 0)
             else:
-                precision, recall = lcs / len(got), lcs / len(ref)
+                precision, recall = lcs / len(out_tokens), lcs / len(ref_tokens)
                 stats = (2 * precision * recall / (precision + recall), precision, recall, lcs)
             scored[i].append((stats, refs_of[i][len(scored[i])]))
         return [

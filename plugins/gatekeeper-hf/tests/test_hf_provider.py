@@ -188,13 +188,13 @@ def test_the_plugin_registers_through_its_entry_point() -> None:
     registered: dict[str, list[str]] = {}
     for hook in ("models", "tuners", "evaluators", "detectors"):
         getattr(plugin, f"gatekeeper_register_{hook}")(
-            register=lambda cls, name=None, hook=hook: registered.setdefault(hook, []).append(cls.name)
+            register=lambda cls, name=None, hook=hook: registered.setdefault(hook, []).append(name or cls.name)
         )
     assert registered == {
         "models": ["hf"],
-        "tuners": ["lora", "dpo", "grpo", "distill"],
+        "tuners": ["lora", "dpo", "grpo", "distill", "dp-lora"],
         "evaluators": ["semantic_similarity"],
-        "detectors": ["embedding_grounding", "self_consistency"],
+        "detectors": ["embedding_grounding", "self_consistency", "nli_grounding"],
     }
 
 
