@@ -467,7 +467,7 @@ def test_the_demo_domain_gives_a_suite_and_training_file_that_check_gates(projec
         project.write_jsonl(f"{name}.jsonl", [{"id": r["id"], "output": r["output"]} for r in recorded] + answers)
     checked = run_paired_check(project, "candidate", "synth-out/northwind-synth", policy="suites/synth/policy.yaml")
 
-    assert checked.decision == "PROMOTE", checked.output  # the better candidate, and right answers on the synthetic cases
+    assert checked.decision == "PROMOTE", checked.output  # better candidate, right synthetic answers
     origin = checked.record["data_origin"]
     assert (origin["rows"], origin["synthetic"], origin["real"]) == (88, 8, 80)
     assert origin["by_slice"]["topic"]["loyalty"] == {"rows": 8, "synthetic": 2, "real": 6, "share": 0.25}
