@@ -1,9 +1,10 @@
 """File helpers plugins share: atomic writes (a killed process never leaves a half-written
-file behind) and a JSONL reader whose errors name file and line."""
+file behind), a streamed SHA-256 of a file, and a JSONL reader whose errors name file and line."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import tempfile
@@ -47,6 +48,15 @@ def write_atomic(path: Path, text: str) -> None:
 
 class _RowError(ValueError):
     """A JSON value that parses but is not data: a duplicate key, NaN or Infinity."""
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in 1 MiB chunks (a large file is never held whole)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

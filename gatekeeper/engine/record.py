@@ -86,12 +86,6 @@ def require_known(record: Mapping[str, Any], where: str | Path | None = None) ->
 # --------------------------------------------------------------------------- hashing, blobs
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class BlobStore:

@@ -23,6 +23,7 @@ from gatekeeper.engine.paths import contained
 from gatekeeper.engine.templates import compile_template, render_bounded
 from gatekeeper.files import read_csv as read_csv_rows
 from gatekeeper.files import read_jsonl
+from gatekeeper.files import sha256_file as _sha256
 from gatekeeper.host import yamlfile
 from gatekeeper.types import Case, Message, UsageError
 
@@ -193,12 +194,6 @@ def parse_prompty(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
 # --------------------------------------------------------------------------- datasets
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 

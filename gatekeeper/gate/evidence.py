@@ -53,7 +53,7 @@ class Member:
 
     def entry(self) -> dict[str, Any]:
         if self.source is not None:
-            from gatekeeper.engine.record import sha256_file
+            from gatekeeper.files import sha256_file
 
             return {"path": self.path, "sha256": sha256_file(self.source), "bytes": self.source.stat().st_size,
                     "role": self.role}

@@ -10,13 +10,13 @@ report — an auditor sees which is which.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gatekeeper.files import sha256_file as _file_sha256
 from gatekeeper.types import Config, ModelIdentity, ModelSpec, UsageError
 
 PROVENANCE_FILE = "provenance.json"
@@ -72,12 +72,6 @@ def find_provenance(spec: str, explicit: Path | None, config: Config) -> tuple[d
     return None, None
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _compare(field: str, declared: Any, actual: Any, what: str) -> Claim:

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.files import sha256_file as file_sha256
 from gatekeeper.pii import (  # noqa: F401  (PII_KINDS, PiiKind and the checks: re-exported, as before)
     PII_KINDS,
     PII_TYPES,
@@ -95,12 +96,6 @@ class Sequestration:
                 "salt": self.salt, "eval_fraction": self.eval_fraction}
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- PII

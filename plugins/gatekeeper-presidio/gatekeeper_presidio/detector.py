@@ -15,7 +15,6 @@ the first text is analysed, so registering the plugin costs nothing.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import threading
@@ -23,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.files import sha256_file as _sha256
 from gatekeeper.pii import PiiDetector, PiiFinding, pii_placeholder
 from gatekeeper.types import PluginError, UsageError
 
@@ -55,12 +55,6 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _spacy_model(spec: str) -> tuple[str, dict[str, Any]]:
