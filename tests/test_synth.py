@@ -427,7 +427,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_demo_domain_gives_a_suite_and_training_file_that_check_gates(project: Project) -> None:
-    """The walkthrough of docs/synth.md on the bundled Northwind demo: real seeds, personas,
+    """The walkthrough of docs/synthetic.md on the bundled Northwind demo: real seeds, personas,
     a plan, a simulated generator; the suite mixes real and synthetic cases and the gate
     shows them apart and checks the synthetic share."""
     for name in ("support_assistant.yaml", "data/support_cases.jsonl", "synth/personas.yaml", "synth/plan.yaml",

@@ -1,4 +1,4 @@
-"""Synthetic evaluation cases and training data (``gatekeeper synth``, docs/synth.md).
+"""Synthetic evaluation cases and training data (``gatekeeper synth``, docs/synthetic.md).
 
 From seed rows, personas and a coverage plan, a generator model writes structured rows
 through the runner; filters drop invalid, duplicate, personal, memorized and

@@ -1,5 +1,5 @@
 """``gatekeeper synth``: generate evaluation cases and training data from seed rows, personas
-and a coverage plan, with quality and privacy filters and a coverage report (docs/synth.md)."""
+and a coverage plan, with quality and privacy filters and a coverage report (docs/synthetic.md)."""
 
 from __future__ import annotations
 
