@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from gatekeeper import hookimpl
-from gatekeeper.builtin.scoring.judge_grounding import EXTRACT_SYSTEM, EXTRACT_USER, locate
+from gatekeeper.builtin.scoring.judge_grounding import EXTRACT_SYSTEM, EXTRACT_USER, atomic_claims_format, locate
 from gatekeeper.builtin.scoring.judges import JudgeEvaluator
 from gatekeeper.builtin.scoring.scores import DetectorScoreParams, detector_score
 from gatekeeper.claims import Claim, Evidence, context_windows, merge, retrieve, split_claims
@@ -39,7 +39,6 @@ from gatekeeper.engine.judging import (
     fleiss_kappa,
     load_template,
     majority,
-    object_schema,
     prompt_hash,
     unusable,
 )
@@ -104,13 +103,7 @@ class ClaimVerification(JudgeEvaluator, Detector):
         return ReplyFormat.choice("claim_verdict", "verdict", VERDICTS)
 
     def extract_format(self) -> ReplyFormat:
-        schema = object_schema({"claims": {"type": "array", "items": {"type": "string"}}})
-
-        def check(obj: dict[str, Any]) -> list[str]:
-            claims = [" ".join(str(c).split()) for c in obj["claims"]]
-            return list(dict.fromkeys(c for c in claims if c))[: self.params.max_claims]
-
-        return ReplyFormat("atomic_claims", schema, check)
+        return atomic_claims_format(self.params.max_claims)
 
     def extract_prompt(self, ctx: EvalContext) -> PromptTemplate:
         if self._extract_template is None:

@@ -103,6 +103,18 @@ def locate(claim: str, output: str, min_similarity: float) -> tuple[int, int] | 
     return found.dest_start, found.dest_end
 
 
+def atomic_claims_format(max_claims: int) -> ReplyFormat:
+    """The reply of a claim-extraction call: ``{"claims": [...]}``, whitespace-normalised,
+    de-duplicated, at most ``max_claims`` (shared with ``claim_verification``)."""
+    schema = object_schema({"claims": {"type": "array", "items": {"type": "string"}}})
+
+    def check(obj: dict[str, Any]) -> list[str]:
+        claims = [" ".join(str(c).split()) for c in obj["claims"]]
+        return list(dict.fromkeys(c for c in claims if c))[:max_claims]
+
+    return ReplyFormat("atomic_claims", schema, check)
+
+
 class JudgeGrounding(JudgeEvaluator, Detector):
     """Atomic claims of the output, each checked against the context by an LLM judge."""
 
@@ -123,13 +135,7 @@ class JudgeGrounding(JudgeEvaluator, Detector):
         return self._verify_template
 
     def extract_format(self) -> ReplyFormat:
-        schema = object_schema({"claims": {"type": "array", "items": {"type": "string"}}})
-
-        def check(obj: dict[str, Any]) -> list[str]:
-            claims = [" ".join(str(c).split()) for c in obj["claims"]]
-            return list(dict.fromkeys(c for c in claims if c))[: self.params.max_claims]
-
-        return ReplyFormat("atomic_claims", schema, check)
+        return atomic_claims_format(self.params.max_claims)
 
     def verify_format(self, n_claims: int) -> ReplyFormat:
         schema = object_schema({"verdicts": {"type": "array", "items": object_schema({
