@@ -268,13 +268,14 @@ class GateFunctions:
 
     def _decide(self, c: Counts) -> str:
         from gatekeeper.gate.decision import GateInputs, decide, evaluate_metric
+        from gatekeeper.gate.score_tables import pairs_of
 
         both_wrong = c.n - c.both_right - c.base_only - c.cand_only
         base = [1.0] * c.both_right + [1.0] * c.base_only + [0.0] * c.cand_only + [0.0] * both_wrong
         cand = [1.0] * c.both_right + [0.0] * c.base_only + [1.0] * c.cand_only + [0.0] * both_wrong
         ids = [f"q{i:04d}" for i in range(c.n)]
-        row = evaluate_metric(self.spec, dict(zip(ids, base, strict=True)), dict(zip(ids, cand, strict=True)),
-                              clusters=None, clause="performance_evaluation.metrics[facts]")
+        pairs = pairs_of(dict(zip(ids, base, strict=True)), dict(zip(ids, cand, strict=True)))
+        row = evaluate_metric(self.spec, pairs, clusters=None, clause="performance_evaluation.metrics[facts]")
         decision, _ = decide(self.policy, [row], GateInputs(scope=self.scope))
         return decision
 

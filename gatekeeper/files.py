@@ -72,34 +72,52 @@ def _no_constant(name: str) -> Any:
     raise _RowError(f"{name} is not a number gatekeeper accepts (not valid JSON)")
 
 
+_STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
 def loads_strict(text: str) -> Any:
     """``json.loads`` that refuses duplicate keys and NaN/Infinity (ValueError), which
     Python's parser accepts silently: a row read twice must mean one thing."""
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    return _STRICT.decode(text)
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line, row)`` for each JSON object of a JSONL file; bad lines (invalid JSON,
     duplicate keys, NaN/Infinity, not UTF-8) name file:line."""
+    for _, lineno, row in read_jsonl_at(path):
+        yield lineno, row
+
+
+def read_jsonl_at(path: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """:func:`read_jsonl` with each row's byte offset: ``(offset, line, row)``."""
     with path.open("rb") as fh:
+        offset = 0
         for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise UsageError(f"not UTF-8 text ({exc.reason})", file=str(path), line=lineno) from None
-            if not line.strip():
-                continue
-            try:
-                row = loads_strict(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"invalid JSON: {exc.msg}", file=str(path), line=lineno) from None
-            except _RowError as exc:
-                raise UsageError(str(exc), file=str(path), line=lineno) from None
-            except RecursionError:
-                raise UsageError("JSON nested too deeply", file=str(path), line=lineno) from None
-            if not isinstance(row, dict):
-                raise UsageError("a row must be a JSON object", file=str(path), line=lineno)
-            yield lineno, row
+            start, offset = offset, offset + len(raw)
+            row = parse_jsonl_line(raw, path, lineno)
+            if row is not None:
+                yield start, lineno, row
+
+
+def parse_jsonl_line(raw: bytes, path: Path, lineno: int) -> dict[str, Any] | None:
+    """One JSONL line as a row (``None`` for a blank line); a bad line names file:line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"not UTF-8 text ({exc.reason})", file=str(path), line=lineno) from None
+    if not line.strip():
+        return None
+    try:
+        row = loads_strict(line)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"invalid JSON: {exc.msg}", file=str(path), line=lineno) from None
+    except _RowError as exc:
+        raise UsageError(str(exc), file=str(path), line=lineno) from None
+    except RecursionError:
+        raise UsageError("JSON nested too deeply", file=str(path), line=lineno) from None
+    if not isinstance(row, dict):
+        raise UsageError("a row must be a JSON object", file=str(path), line=lineno)
+    return row
 
 
 def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:

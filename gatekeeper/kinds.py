@@ -183,19 +183,17 @@ class Evaluator:
         spans: list[Span] | None = None,
         details: dict[str, Any] | None = None,
     ) -> Score:
-        """Build a :class:`Score`, deciding ``passed`` from the threshold when not given."""
-        threshold = self.params.threshold
-        if passed is None and value is not None and threshold is not None:
-            passed = value <= threshold if self.lower_is_better else value >= threshold
-        return Score(
-            metric=self.metric,
-            value=value,
-            passed=passed,
-            reason=reason,
-            status="ok" if value is not None else "nodata",
-            spans=spans or [],
-            details=details or {},
-        )
+        """Build a :class:`Score`, deciding ``passed`` from the threshold when not given.
+
+        Called once per case and metric (2 x 10^6 times for 10^5 cases x 10 metrics), so
+        the score is built positionally, in the field order of :class:`Score`."""
+        if value is None:
+            return Score(self.metric, None, passed, reason, "nodata", spans or [], details or {})
+        if passed is None:
+            threshold = self.params.threshold
+            if threshold is not None:
+                passed = value <= threshold if self.lower_is_better else value >= threshold
+        return Score(self.metric, value, passed, reason, "ok", spans or [], details or {})
 
 
 class Detector(Evaluator):
@@ -604,10 +602,11 @@ class Session(Protocol):
     def run(
         self, models: dict[str, Model], suites: Sequence[Suite], *, run_id: str, specs: dict[str, str],
         progress: bool = True, extra: dict[str, Any] | None = None, close_models: bool = True,
-        engine: bool = True,
+        engine: bool = True, sink: Callable[[CaseResult], None] | None = None,
     ) -> tuple[list[CaseResult], RunStats]:
         """Run ``models`` on the cases of ``suites`` through the runner (cache, retries, limits);
-        on the session's engine (``--engine``) unless ``engine=False``."""
+        on the session's engine (``--engine``) unless ``engine=False``; with ``sink``, each
+        result goes to it as it is ready and none is returned."""
         ...
 
     @property

@@ -257,7 +257,7 @@ class Span:
     reason: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class Score:
     """One metric's verdict on one output.
 
@@ -265,6 +265,10 @@ class Score:
     hallucination detectors give 1.0 when the output is hallucinated). ``passed`` is the
     evaluator's own threshold verdict. ``status`` keeps NODATA and ERROR apart from a
     low score: a judge that could not be parsed is ``nodata``, never a silent 0.
+
+    Slotted: a suite of 10^5 cases x 10 metrics makes 2 x 10^6 of them (issue 18), and a
+    slotted instance is smaller and quicker to build. Fields are in this order on purpose:
+    hot paths build scores positionally.
     """
 
     metric: str

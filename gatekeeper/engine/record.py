@@ -37,9 +37,13 @@ import shutil
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, BinaryIO, overload
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, overload
 
+from gatekeeper.engine.jsonline import dumps_line, loads_line
 from gatekeeper.types import UsageError
+
+if TYPE_CHECKING:  # numpy is imported by the score columns, not by `--help`'s import of this module
+    from gatekeeper.engine.score_columns import ScoreColumns
 
 RECORD_FORMAT = 2
 """The newest record format this version writes and reads (1: inline ``cases``)."""
@@ -154,22 +158,6 @@ def content_sha256(path: Path, fh: IO[bytes] | None = None) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def score_row(row: Mapping[str, Any], position: int | None = None) -> dict[str, Any]:
-    """A result row without outputs, spans and details (but a classifier's ``labels``): what
-    the gate's statistics and summaries read, small enough to keep for a million rows.
-    ``i`` is the row's position in ``cases.jsonl`` (:func:`rows_at` reads it back whole)."""
-    scores = {}
-    for metric, s in (row.get("scores") or {}).items():
-        slim = {"value": s.get("value"), "passed": s.get("passed"), "status": s.get("status"),
-                "reason": s.get("reason")}
-        labels = (s.get("details") or {}).get("labels") if isinstance(s.get("details"), dict) else None
-        if labels is not None:
-            slim["details"] = {"labels": labels}
-        scores[metric] = slim
-    return {"key": row["key"], "model": row["model"], "epoch": row.get("epoch"), "error": row.get("error"),
-            "scores": scores, "i": position}
-
-
 class _HashedLines:
     """A JSONL file written line by line, hashed and counted as it is written."""
 
@@ -185,7 +173,7 @@ class _HashedLines:
     def write(self, obj: Mapping[str, Any]) -> int:
         """Append ``obj`` as one line; returns the line's byte offset."""
         offset = self.bytes
-        data = (json.dumps(obj, ensure_ascii=False, default=str) + "\n").encode("utf-8", "surrogatepass")
+        data = dumps_line(obj)  # orjson where exact, else json.dumps(ensure_ascii=False, default=str)
         self.fh.write(data)
         self.digest.update(data)
         self.rows += 1
@@ -207,34 +195,50 @@ class _HashedLines:
 class CaseWriter:
     """Writes a format-2 record's per-case files into ``directory`` incrementally.
 
-    ``add_row`` each result row as it is made (the row goes to disk, a :func:`score_row`
-    stays in memory for the statistics), ``write_index`` the cases asked, then ``close``
-    returns the ``case_files`` entry the record file keeps.
+    ``add_row`` each result row as it is made (the row goes to disk, its scores to the
+    :class:`~gatekeeper.engine.score_columns.ColumnsBuilder` the statistics read),
+    ``write_index`` the cases asked, then ``close`` returns the ``case_files`` entry the
+    record file keeps.
     """
 
     def __init__(self, directory: Path, max_inline_bytes: int = DEFAULT_MAX_INLINE_BYTES) -> None:
         self.directory = directory
         self.blobs = BlobStore(directory, max_inline_bytes)
-        self.scores: list[dict[str, Any]] = []
+        from gatekeeper.engine.score_columns import ColumnsBuilder
+
+        self.scores = ColumnsBuilder()
         self.offsets: list[int] = []
         self._cases = _HashedLines(directory / CASES_FILE)
         self._index: dict[str, Any] | None = None
         self._index_data: dict[str, dict[str, Any]] | None = None
+        self._index_offsets: dict[str, int] | None = None
+        self._index_fields: dict[str, tuple[Any, ...]] | None = None
 
     def add_row(self, row: Mapping[str, Any]) -> None:
         self.offsets.append(self._cases.write(row))
-        self.scores.append(score_row(row, len(self.scores)))
+        self.scores.add(row)
 
-    def write_index(self, index: Mapping[str, Mapping[str, Any]]) -> None:
+    def write_index(self, index: Mapping[str, Mapping[str, Any]] | Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """The cases asked, key → entry (a mapping, or pairs streamed one case at a time). Up
+        to :data:`INDEX_IN_MEMORY` entries stay in memory for the readers; beyond, only where
+        each entry is and what the gate groups by (:meth:`CaseIndex.fields`)."""
         lines = _HashedLines(self.directory / INDEX_FILE)
+        data: dict[str, dict[str, Any]] | None = {}
+        offsets: dict[str, int] = {}
+        fields: dict[str, tuple[Any, ...]] = {}
         try:
-            for key, entry in index.items():
-                lines.write({"key": key, **entry})
+            for key, entry in (index.items() if isinstance(index, Mapping) else index):
+                offsets[key] = lines.write({"key": key, **entry})
+                fields[key] = _fields_of(entry)
+                if data is not None:
+                    data[key] = dict(entry)
+                    if len(data) > INDEX_IN_MEMORY:
+                        data = None
         except BaseException:
             lines.abort()
             raise
         self._index = lines.close()
-        self._index_data = {k: dict(v) for k, v in index.items()}
+        self._index_data, self._index_offsets, self._index_fields = data, offsets, fields
 
     def close(self) -> dict[str, Any]:
         if self._index is None:
@@ -252,8 +256,9 @@ class CaseWriter:
         record[FORMAT_KEY] = RECORD_FORMAT
         record[FILES_KEY] = files
         location = _Location(self.directory)
-        record["cases"] = CaseRows(location, files["cases"], scores=self.scores, offsets=self.offsets)
-        record["case_index"] = CaseIndex(location, files["case_index"], data=self._index_data)
+        record["cases"] = CaseRows(location, files["cases"], columns=self.scores.build(), offsets=self.offsets)
+        record["case_index"] = CaseIndex(location, files["case_index"], data=self._index_data,
+                                         offsets=self._index_offsets, fields=self._index_fields)
         return record
 
 
@@ -365,27 +370,29 @@ class CaseRows(Sequence[dict[str, Any]]):
     """``record["cases"]`` of a format-2 record: a sequence streamed from ``cases.jsonl``.
 
     Iterating reads one line at a time; ``len`` comes from the record; indexing streams
-    to the row. ``scores`` holds the :func:`score_row` projection when the rows were just
-    written (the check uses it instead of re-reading the file).
+    to the row. ``columns`` holds the run's :class:`ScoreColumns` when the rows were just
+    written (the check uses them instead of re-reading the file).
     """
 
     def __init__(self, location: _Location, entry: Mapping[str, Any],
-                 scores: list[dict[str, Any]] | None = None, offsets: list[int] | None = None) -> None:
+                 columns: ScoreColumns | None = None, offsets: list[int] | None = None) -> None:
         self._location = location
         self.entry = dict(entry)
-        self.scores = scores
+        self.columns = columns
         self.offsets = offsets
 
-    def read_index(self) -> list[dict[str, Any]]:
-        """The score rows and line offsets, read in one pass (kept: later calls are free)."""
-        if self.scores is None or self.offsets is None:
-            scores: list[dict[str, Any]] = []
+    def read_index(self) -> ScoreColumns:
+        """The score columns and line offsets, read in one pass (kept: later calls are free)."""
+        if self.columns is None or self.offsets is None:
+            from gatekeeper.engine.score_columns import ColumnsBuilder
+
+            builder = ColumnsBuilder()
             offsets: list[int] = []
             for offset, row in _read_lines_at(self.path):
                 offsets.append(offset)
-                scores.append(score_row(row, len(scores)))
-            self.scores, self.offsets = scores, offsets
-        return self.scores
+                builder.add(row)
+            self.columns, self.offsets = builder.build(), offsets
+        return self.columns
 
     def rows_at(self, positions: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Whole rows by position, read by seeking to their lines (not by reading the file)."""
@@ -427,21 +434,47 @@ class CaseRows(Sequence[dict[str, Any]]):
         return f"CaseRows({self.path}, {len(self)} rows)"
 
 
+INDEX_IN_MEMORY = 100_000
+"""Case-index entries a reader holds in memory (each has the rendered prompt: ~1.5 KB); a
+larger index is read by seeking to the entries asked for."""
+
+_SHARED_SLICES: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+
+
+def _fields_of(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+    """``(suite, slices, cluster)`` of an index entry; equal slice dicts are one shared object
+    (a million cases have a few dozen distinct slice values). Read-only."""
+    slices = entry.get("slices") or {}
+    shared = _SHARED_SLICES.setdefault(tuple(slices.items()), dict(slices))
+    if len(_SHARED_SLICES) > 100_000:
+        _SHARED_SLICES.clear()
+    return entry.get("suite"), shared, entry.get("cluster")
+
+
 class CaseIndex(Mapping[str, dict[str, Any]]):
-    """``record["case_index"]`` of a format-2 record: loaded from ``case_index.jsonl`` on first use."""
+    """``record["case_index"]`` of a format-2 record, over ``case_index.jsonl``: loaded on
+    first use when it has up to :data:`INDEX_IN_MEMORY` entries; a larger one keeps only where
+    each entry is (entries are read by seeking) and :meth:`fields`."""
 
     def __init__(self, location: _Location, entry: Mapping[str, Any],
-                 data: dict[str, dict[str, Any]] | None = None) -> None:
+                 data: dict[str, dict[str, Any]] | None = None, offsets: dict[str, int] | None = None,
+                 fields: dict[str, tuple[Any, ...]] | None = None) -> None:
         self._location = location
         self.entry = dict(entry)
         self._data = data
+        self._offsets = offsets
+        self._fields = fields
 
     @property
     def path(self) -> Path:
         return self._location.directory / str(self.entry["path"])
 
-    def _loaded(self) -> dict[str, dict[str, Any]]:
-        if self._data is None:
+    def _loaded(self) -> dict[str, dict[str, Any]] | None:
+        """The whole index when it is small (read once); None for a large one."""
+        if self._data is None and self._offsets is None:
+            if int(self.entry.get("rows") or 0) > INDEX_IN_MEMORY:
+                self._scan()
+                return None
             data = {}
             for row in _read_lines(self.path):
                 key = row.pop("key")
@@ -449,14 +482,46 @@ class CaseIndex(Mapping[str, dict[str, Any]]):
             self._data = data
         return self._data
 
+    def _scan(self) -> None:
+        offsets: dict[str, int] = {}
+        fields: dict[str, tuple[Any, ...]] = {}
+        for offset, row in _read_lines_at(self.path):
+            key = str(row["key"])
+            offsets[key] = offset
+            fields[key] = _fields_of(row)
+        self._offsets, self._fields = offsets, fields
+
+    def fields(self) -> dict[str, tuple[Any, ...]]:
+        """key → ``(suite, slices, cluster)`` of every case: what the gate groups and pairs by."""
+        if self._fields is None:
+            data = self._loaded()
+            if data is not None:
+                self._fields = {key: _fields_of(entry) for key, entry in data.items()}
+        assert self._fields is not None
+        return self._fields
+
     def __getitem__(self, key: str) -> dict[str, Any]:
-        return self._loaded()[key]
+        data = self._data if self._data is not None else self._loaded()
+        if data is not None:
+            return data[key]
+        assert self._offsets is not None
+        offset = self._offsets[key]  # KeyError for a key not in the index, as a dict
+        with self.path.open("rb") as fh:
+            fh.seek(offset)
+            row = _parse(fh.readline(), self.path, 0)
+        row.pop("key", None)
+        return row
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._loaded())
+        data = self._data if self._data is not None else self._loaded()
+        return iter(data if data is not None else self._offsets or {})
 
     def __len__(self) -> int:
-        return int(self.entry.get("rows") or 0) if self._data is None else len(self._data)
+        if self._data is not None:
+            return len(self._data)
+        if self._offsets is not None:
+            return len(self._offsets)
+        return int(self.entry.get("rows") or 0)
 
     def __repr__(self) -> str:
         return f"CaseIndex({self.path}, {len(self)} cases)"
@@ -482,7 +547,7 @@ def _read_lines_at(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _parse(raw: bytes, path: Path, lineno: int) -> dict[str, Any]:
     try:
-        row = json.loads(raw)
+        row = loads_line(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RecordFilesError(f"not a JSON row ({exc})", file=str(path), line=lineno) from None
     if not isinstance(row, dict):
@@ -552,12 +617,29 @@ def case_index(record: Mapping[str, Any]) -> Mapping[str, dict[str, Any]]:
     return record.get("case_index") or {}
 
 
-def score_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every row's :func:`score_row` (kept from writing, else read once from the file)."""
+def score_columns(record: Mapping[str, Any]) -> ScoreColumns:
+    """Every score of the run as columns (kept from writing, else read once from the file;
+    an inline format-1 record's from its list, kept while that list is the record's)."""
+    from gatekeeper.engine.score_columns import columns_of
+
     rows = record.get("cases")
     if isinstance(rows, CaseRows):
         return rows.read_index()
-    return [score_row(r, i) for i, r in enumerate(rows or [])]
+    cached = _INLINE_COLUMNS.get(id(rows))
+    if cached is None or cached[0] is not rows or cached[1] != len(rows or []):
+        cached = (rows, len(rows or []), columns_of(list(rows or [])))
+        _INLINE_COLUMNS.clear()  # one inline record at a time: no growth across renders
+        _INLINE_COLUMNS[id(rows)] = cached
+    return cached[2]
+
+
+_INLINE_COLUMNS: dict[int, tuple[Any, int, ScoreColumns]] = {}
+
+
+def score_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every row as a slim score row (:meth:`ScoreColumns.row` value, passed, status; the reason only of scores
+    without a value), made from :func:`score_columns`. New readers should use the columns."""
+    return list(score_columns(record).rows())
 
 
 def rows_at(record: Mapping[str, Any], positions: Iterable[int]) -> dict[int, dict[str, Any]]:

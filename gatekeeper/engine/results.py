@@ -12,16 +12,16 @@ import hashlib
 import json
 import platform
 import secrets
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.engine.record import DEFAULT_MAX_INLINE_BYTES, RECORD_FORMAT, BlobStore, CaseWriter
+from gatekeeper.engine.record import DEFAULT_MAX_INLINE_BYTES, RECORD_FORMAT, BlobStore, CaseWriter, score_columns
 from gatekeeper.engine.runner import RunStats
+from gatekeeper.engine.score_columns import columns_of, summary
 from gatekeeper.engine.suites import Suite
-from gatekeeper.types import CaseResult, ModelIdentity
+from gatekeeper.types import CaseResult, ModelIdentity, Score, Span
 
 RESULTS_SCHEMA = "gatekeeper.results/1"
 
@@ -57,20 +57,24 @@ def suite_entries(suites: Sequence[Suite]) -> list[dict[str, Any]]:
 
 def case_index(suites: Sequence[Suite]) -> dict[str, dict[str, Any]]:
     """Case key → what was asked, once per case (not once per model)."""
-    return {
-        case.key: {
-            "suite": case.suite,
-            "id": case.id,
-            "messages": list(case.messages),
-            "expected": case.expected,
-            "context": case.context,
-            "slices": case.slices,
-            "tags": list(case.tags),
-            "cluster": case.cluster,
-            "source": case.source,
-        }
-        for suite in suites for case in suite.cases
-    }
+    return dict(case_index_entries(suites))
+
+
+def case_index_entries(suites: Sequence[Suite]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """:func:`case_index` one case at a time (the record's writer streams it to its file)."""
+    for suite in suites:
+        for case in suite.cases:
+            yield case.key, {
+                "suite": case.suite,
+                "id": case.id,
+                "messages": list(case.messages),
+                "expected": case.expected,
+                "context": case.context,
+                "slices": case.slices,
+                "tags": list(case.tags),
+                "cluster": case.cluster,
+                "source": case.source,
+            }
 
 
 MAX_RECORDED_OUTPUT = 65_536
@@ -107,20 +111,21 @@ def _clip_value(value: Any) -> Any:
     return value
 
 
-def result_row(result: CaseResult, blobs: BlobStore | None = None) -> dict[str, Any]:
+def result_row(result: CaseResult, blobs: BlobStore | None = None, *, careful: bool = False) -> dict[str, Any]:
     """The record's row for one result. With ``blobs`` (format 2 on disk), an output or span
     text over the inline limit is stored once as a blob and referenced; without, it is cut
-    and summarised by length and SHA-256."""
+    and summarised by length and SHA-256. Small scores take a fast path that makes the same
+    row (``careful=True`` turns it off: the tests compare both)."""
     gen = result.generation
     if blobs is not None and blobs.needed(gen.text):
         ref = blobs.store(gen.text)
         keep = min(MAX_RECORDED_OUTPUT, blobs.max_inline_bytes)
-        row = _result_row(result, gen.text[:keep], blobs, in_blob=gen.text)
+        row = _result_row(result, gen.text[:keep], blobs, in_blob=gen.text, careful=careful)
         row["output_truncated"] = {"chars": ref["chars"], "kept": keep, "sha256": ref["sha256"],
                                    "bytes": ref["bytes"], "path": ref["path"]}
         return row
     output, cut = clip_text(gen.text, MAX_RECORDED_OUTPUT)
-    row = _result_row(result, output, blobs)
+    row = _result_row(result, output, blobs, careful=careful)
     if cut is not None:
         row["output_truncated"] = cut
     return row
@@ -173,59 +178,138 @@ def _details(details: Any, blobs: BlobStore | None) -> Any:
 
 
 def _result_row(result: CaseResult, output: str, blobs: BlobStore | None = None,
-                in_blob: str | None = None) -> dict[str, Any]:
+                in_blob: str | None = None, *, careful: bool = False) -> dict[str, Any]:
     gen = result.generation
+    error = gen.error
+    if careful or not (error is None or (type(error) is str and len(error) <= MAX_RECORDED_TEXT)):
+        error = _clip_value(error)
+    score = _score_careful if careful or in_blob is not None else _score_entry
     return {
         "key": result.case.key,
         "model": result.model,
         "epoch": result.epoch,
         "output": output,
-        "error": _clip_value(gen.error),
+        "error": error,
         "cached": gen.cached,
         "latency_ms": gen.latency_ms,
         "usage": gen.usage,
         "cost": gen.cost,
-        "scores": {
-            s.metric: {
-                "value": s.value,
-                "passed": s.passed,
-                "status": s.status,
-                "reason": _clip_value(s.reason),
-                **_spans(s.spans, blobs, in_blob),
-                "details": _details(s.details, blobs),
-            }
-            for s in result.scores
-        },
+        "scores": {s.metric: score(s, blobs, in_blob) for s in result.scores},
     }
 
 
-def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """model label → metric → mean value, pass/fail/nodata/error counts."""
-    acc: dict[str, dict[str, dict[str, Any]]] = defaultdict(
-        lambda: defaultdict(lambda: {"values": [], "passed": 0, "failed": 0, "nodata": 0, "error": 0})
-    )
-    for row in rows:
-        for metric, score in row["scores"].items():
-            slot = acc[row["model"]][metric]
-            if score["status"] == "error":
-                slot["error"] += 1
-            elif score["value"] is None:
-                slot["nodata"] += 1
-            else:
-                slot["values"].append(score["value"])
-                if score["passed"] is True:
-                    slot["passed"] += 1
-                elif score["passed"] is False:
-                    slot["failed"] += 1
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for model, metrics in acc.items():
-        out[model] = {}
-        for metric, slot in metrics.items():
-            values = slot.pop("values")
-            slot["n"] = len(values)
-            slot["mean"] = round(sum(values) / len(values), 6) if values else None
-            out[model][metric] = slot
+def _score_careful(s: Score, blobs: BlobStore | None, in_blob: str | None) -> dict[str, Any]:
+    """A score's entry, every part clipped, stored as a blob or copied as its size needs."""
+    return {
+        "value": s.value,
+        "passed": s.passed,
+        "status": s.status,
+        "reason": _clip_value(s.reason),
+        **_spans(s.spans, blobs, in_blob),
+        "details": _details(s.details, blobs),
+    }
+
+
+# --------------------------------------------------------------------------- the fast path
+# A million rows are ten million scores: :func:`_score_careful` costs ~10 µs a score in
+# recursive copies, ``asdict`` and JSON size checks. Almost every score is small (a short
+# reason, a few short spans, details of numbers and short strings), and for those the
+# careful path's result is a plain copy; :func:`_score_entry` makes that copy directly after
+# checking, by type and length alone, that nothing would be clipped or stored as a blob, and
+# hands anything else to the careful path. Equal rows either way (tests/test_large_reports.py).
+
+_ATOMS = frozenset({int, float, bool, type(None)})
+_ATOMS_AND_STR = _ATOMS | {str}
+_STR = frozenset({str})
+_INT_CHARS = 10**19
+"""Ints below this in magnitude take at most 21 characters of JSON."""
+_UNSURE = object()
+
+
+def _score_entry(s: Score, blobs: BlobStore | None, in_blob: str | None) -> dict[str, Any]:
+    """:func:`_score_careful`'s entry for ``s``, made without its recursion when ``s`` is small."""
+    reason = s.reason
+    if not (type(reason) is str and len(reason) <= MAX_RECORDED_TEXT):
+        return _score_careful(s, blobs, in_blob)
+    spans: Any = []
+    if s.spans:
+        spans = _plain_spans(s.spans, blobs)
+        if spans is None:
+            return _score_careful(s, blobs, in_blob)
+    details = s.details
+    if type(details) is dict and _ATOMS.issuperset(map(type, details.values())):
+        details = dict(details)  # numbers only (or empty): nothing to clip, nothing to store
+    elif details is not None:
+        details = _plain_details(details, blobs)
+        if details is _UNSURE:
+            return _score_careful(s, blobs, in_blob)
+    return {"value": s.value, "passed": s.passed, "status": s.status, "reason": reason, "spans": spans,
+            "details": details}
+
+
+def _plain_spans(spans: Sequence[Any], blobs: BlobStore | None) -> list[dict[str, Any]] | None:
+    """The span entries when none is clipped or stored and the list stays inline (else None)."""
+    if blobs is not None and len(spans) > SPANS_KEPT:
+        return None
+    # a text of at most limit/4 characters is at most limit UTF-8 bytes: never a blob
+    longest = MAX_RECORDED_TEXT if blobs is None else min(MAX_RECORDED_TEXT, blobs.max_inline_bytes // 4)
+    out = []
+    for sp in spans:
+        if type(sp) is not Span:
+            return None
+        text = sp.text
+        if type(text) is not str or len(text) > longest:
+            return None
+        out.append({"text": text, "start": sp.start, "end": sp.end, "kind": sp.kind, "reason": sp.reason})
     return out
+
+
+def _plain_details(details: Any, blobs: BlobStore | None) -> Any:
+    """A copy of ``details`` when :func:`_details` would only copy it, else :data:`_UNSURE`."""
+    if type(details) is not dict:
+        return _UNSURE
+    limit = None if blobs is None else blobs.max_inline_bytes
+    out = {}
+    for key, value in details.items():
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_RECORDED_TEXT:
+                return _UNSURE
+        elif kind is list or kind is dict:
+            value = _plain_container(value, limit)
+            if value is None:
+                return _UNSURE
+        elif kind not in _ATOMS:
+            return _UNSURE
+        out[key] = value
+    return out
+
+
+def _plain_container(value: list[Any] | dict[str, Any], limit: int | None) -> Any:
+    """A copy of a list or mapping of numbers and short strings whose JSON is surely within
+    ``limit`` bytes (no limit: no blob store), else None. The bound is generous: 6 bytes a
+    character (an escape), 30 a number or a separator and quotes."""
+    if type(value) is dict:
+        keys: Any = value.keys()
+        items: Any = value.values()
+        if not _STR.issuperset(map(type, keys)):
+            return None
+    else:
+        keys, items = (), value
+    kinds = set(map(type, items))
+    if not _ATOMS_AND_STR.issuperset(kinds):
+        return None
+    size = 2 + 30 * len(value) + 6 * sum(map(len, keys))
+    if str in kinds:
+        texts = [item for item in items if type(item) is str]
+        if max(map(len, texts)) > MAX_RECORDED_TEXT:
+            return None
+        size += 6 * sum(map(len, texts))
+    if int in kinds and not all(-_INT_CHARS < item < _INT_CHARS for item in items if type(item) is int):
+        return None
+    if limit is not None and size > limit:
+        return None
+    return dict(value) if type(value) is dict else list(value)
 
 
 def identity_entry(spec: str, identity: ModelIdentity) -> dict[str, Any]:
@@ -234,6 +318,15 @@ def identity_entry(spec: str, identity: ModelIdentity) -> dict[str, Any]:
 
 def environment(versions: dict[str, str]) -> dict[str, Any]:
     return {"python": platform.python_version(), "platform": platform.platform(), "plugins": versions}
+
+
+def row_sink(writer: CaseWriter) -> Callable[[CaseResult], None]:
+    """What the runner hands each result to: its record row, written by ``writer``."""
+
+    def add(result: CaseResult) -> None:
+        writer.add_row(result_row(result, writer.blobs))
+
+    return add
 
 
 def run_record(
@@ -247,10 +340,12 @@ def run_record(
     selection: dict[str, Any] | None = None,
     directory: Path | None = None,
     max_inline_bytes: int = DEFAULT_MAX_INLINE_BYTES,
+    writer: CaseWriter | None = None,
 ) -> dict[str, Any]:
     """The run record. With ``directory``, each row is written to the per-case files there as
     ``results`` yields it (format 2, :mod:`gatekeeper.engine.record`) and the record holds
-    views over them; without, the rows stay an inline list (written out by the JSON reporter)."""
+    views over them; with ``writer``, the rows it was given as the run went (:func:`row_sink`)
+    come first; with neither, the rows stay an inline list (written out by the JSON reporter)."""
     record: dict[str, Any] = {
         "schema": RESULTS_SCHEMA,
         "record_format": RECORD_FORMAT,
@@ -262,19 +357,22 @@ def run_record(
         "selection": selection or {},
         "stats": asdict(stats),
     }
-    if directory is None:
+    if directory is None and writer is None:
         rows = [result_row(r) for r in results]
-        record.update(summary=summarize(rows), case_index=case_index(suites), cases=rows)
+        record.update(summary=summary(columns_of(rows)), case_index=case_index(suites), cases=rows)
     else:
-        writer = CaseWriter(directory, max_inline_bytes)
+        if writer is None:
+            assert directory is not None
+            writer = CaseWriter(directory, max_inline_bytes)
         try:
+            add = row_sink(writer)
             for result in results:
-                writer.add_row(result_row(result, writer.blobs))
-            writer.write_index(case_index(suites))
+                add(result)
+            writer.write_index(case_index_entries(suites))
         except BaseException:
             writer.abort()
             raise
         writer.attach(record)
-        record["summary"] = summarize(writer.scores)
+        record["summary"] = summary(score_columns(record))
     record["environment"] = environment(versions)
     return record

@@ -12,23 +12,29 @@ Scoring goes by batches, not by case: the cached answers (looked up in bulk) in 
 ``score_batch(cases, generations)`` scores a whole batch in one call (the built-in string
 and overlap metrics are vectorised); one that awaits a model (``ascore``) is called per
 case, cases concurrently, as before. Results and their order are what per-case scoring gives.
+
+A suite runs in chunks of :data:`RUN_CHUNK` cases; with a ``sink`` (the run record's writer)
+each result is handed on in case order as soon as it and those before it are ready, and the
+runner keeps nothing, so its memory does not grow with the suite.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gatekeeper.engine.cache import Cache, generation_key
 from gatekeeper.engine.suites import Suite
 from gatekeeper.host.secrets import redact as redact_secrets
+from gatekeeper.host.secrets import redactor
 from gatekeeper.kinds import EvalContext, Evaluator, Model
 from gatekeeper.types import (
     Case,
@@ -43,6 +49,11 @@ from gatekeeper.types import (
 
 SCORE_CHUNK = 512
 """Cached answers scored per batch (bounds the work between two progress updates)."""
+
+RUN_CHUNK = 8192
+"""Cases x epochs looked up, sent, scored and handed on together: what a run holds at once
+(a million-case suite is run in chunks, each model's in case order; batches of prompts that
+share a prefix form within a chunk)."""
 
 
 def batchable(scorer: Evaluator) -> bool:
@@ -182,6 +193,18 @@ class Progress:
             self._bar.stop()
 
 
+def _jobs(suites: Sequence[Suite]) -> Iterator[_Job]:
+    for suite in suites:
+        for case in suite.cases:
+            for request in build_requests(suite, case):
+                yield _Job(case, suite, request)
+
+
+def _chunks(jobs: Iterator[_Job], size: int) -> Iterator[list[_Job]]:
+    while chunk := list(itertools.islice(jobs, size)):
+        yield chunk
+
+
 def build_requests(suite: Suite, case: Case) -> list[GenerationRequest]:
     return [
         GenerationRequest(
@@ -209,6 +232,7 @@ class Runner:
         eval_context: EvalContext,
         on_result: Callable[[CaseResult], None] | None = None,
         progress: bool = True,
+        sink: Callable[[CaseResult], None] | None = None,
     ) -> None:
         self.config = config
         self.cache = cache
@@ -216,6 +240,9 @@ class Runner:
         self.eval_context = eval_context
         self.on_result = on_result
         self.progress = progress
+        self.sink = sink
+        """With a sink, each model's results go to it in case order as they are ready (the run
+        record's writer), and the runner keeps none: a million cases are not held in memory."""
         self.stats = RunStats()
         self._limiters: dict[int, AdaptiveLimiter] = {}
         self._peers: dict[str, Model] = {}
@@ -234,17 +261,15 @@ class Runner:
 
     async def arun(self, models: Sequence[ModelRun], suites: Sequence[Suite]) -> list[CaseResult]:
         started = time.perf_counter()
-        jobs = [
-            _Job(case, suite, request)
-            for suite in suites for case in suite.cases for request in build_requests(suite, case)
-        ]
+        total = sum(len(suite.cases) * suite.epochs for suite in suites)
         results: list[CaseResult] = []
         self._peers = {m.label: m.model for m in models}
         plain = not sys.stderr.isatty() or bool(os.environ.get("CI"))
         try:
-            with Progress(total=len(jobs) * len(models), plain=plain, enabled=self.progress) as bar:
+            with Progress(total=total * len(models), plain=plain, enabled=self.progress) as bar:
                 for mrun in models:
-                    results.extend(await self._run_model(mrun, jobs, bar))
+                    for chunk in _chunks(_jobs(suites), RUN_CHUNK):
+                        results.extend(await self._run_model(mrun, chunk, bar))
         finally:
             if self.cache is not None:
                 self.cache.flush()
@@ -318,6 +343,7 @@ class Runner:
             extra=self.eval_context.extra, label=mrun.label, peers=self._peers,
         )
         slots: list[CaseResult | None] = [None] * len(jobs)
+        self._next_out = 0
         self._keys = {(id(mrun.model), id(job.request)): generation_key(mrun.model.identity, job.request)
                       for job in jobs}
         hits = self._lookup_many(mrun.model, [job.request for job in jobs])
@@ -345,6 +371,17 @@ class Runner:
         await asyncio.gather(*scoring)
         self._keys = {}
         return [r for r in slots if r is not None]
+
+    def _drain(self, slots: list[CaseResult | None]) -> None:
+        """Hand the results ready in case order to the sink, and let them go."""
+        if self.sink is None:
+            return
+        i = self._next_out
+        while i < len(slots) and (result := slots[i]) is not None:
+            self.sink(result)
+            slots[i] = None
+            i += 1
+        self._next_out = i
 
     async def _send(self, model: Model, requests: list[GenerationRequest]) -> list[Generation]:
         """Send what is not already in flight; share the answer of what is.
@@ -445,11 +482,12 @@ class Runner:
                     requests, f"provider {model.identity.provider!r} returned {len(generations)} "
                     f"outputs for {len(requests)} requests",
                 )
+            scrub = redactor()
             for gen in generations:
                 # A model (or a server error) echoing a configured key: scrubbed before the cache and the record.
-                gen.text = redact_secrets(gen.text)
+                gen.text = scrub(gen.text)
                 if gen.error:
-                    gen.error = redact_secrets(gen.error)
+                    gen.error = scrub(gen.error)
                 if gen.latency_ms is None:
                     gen.latency_ms = round(elapsed_ms / len(requests), 3)
                 if gen.error is not None:
@@ -549,4 +587,5 @@ class Runner:
             slots[index] = result
             if self.on_result is not None:
                 self.on_result(result)
-            bar.advance()
+        bar.advance(len(items))
+        self._drain(slots)

@@ -11,18 +11,19 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from jinja2 import Template, TemplateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatekeeper.engine.paths import contained
-from gatekeeper.engine.templates import compile_template, render_bounded
+from gatekeeper.engine.templates import StaticText, compile_template, render_bounded
+from gatekeeper.files import parse_jsonl_line, read_jsonl, read_jsonl_at
 from gatekeeper.files import read_csv as read_csv_rows
-from gatekeeper.files import read_jsonl
 from gatekeeper.files import sha256_file as _sha256
 from gatekeeper.host import yamlfile
 from gatekeeper.types import Case, Message, UsageError
@@ -99,7 +100,8 @@ class Suite:
 
     name: str
     path: Path
-    cases: list[Case]
+    cases: list[Case] | DatasetCases
+    """The cases; a large JSONL dataset's as :class:`DatasetCases` (made from the file when used)."""
     scorers: list[ScorerSpec]
     epochs: int = 1
     max_tokens: int = 256
@@ -213,6 +215,102 @@ def read_dataset(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise UsageError("datasets are .jsonl, .csv or .parquet", file=str(path))
 
 
+def _dataset_rows(path: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """``(byte offset, line, row)`` of a dataset (the offset is only meaningful for JSONL)."""
+    if path.suffix.lower() == ".jsonl":
+        yield from read_jsonl_at(path)
+    else:
+        for lineno, row in read_dataset(path):
+            yield -1, lineno, row
+
+
+STREAM_CASES_ABOVE = 100_000
+"""A JSONL dataset with more cases than this is not held as :class:`Case` objects (about
+3.5 KB each with their rendered prompts: 3.5 GB for a million) but as where each row is
+(12 bytes): :class:`DatasetCases` makes the cases again from the file when a run uses them."""
+
+
+class DatasetCases(Sequence[Case]):
+    """The cases of a large JSONL dataset, kept as the byte offset and line of each row and
+    made again, from the file, each time they are iterated (a run streams them to the models
+    and the record). The file may not change while it is in use: its size and modification
+    time are those it had when the suite was loaded, or reading stops (exit 4)."""
+
+    def __init__(self, path: Path, make: Callable[[dict[str, Any], int], Case]) -> None:
+        self.path = path
+        self._make = make
+        self._offsets = array("q")
+        self._lines = array("i")
+        self._stamp: tuple[int, int] | None = None
+
+    def append(self, offset: int, lineno: int) -> None:
+        self._offsets.append(offset)
+        self._lines.append(lineno)
+
+    def seal(self) -> DatasetCases:
+        """Record the file's size and modification time (what every later read checks)."""
+        stat = self.path.stat()
+        self._stamp = (stat.st_size, stat.st_mtime_ns)
+        return self
+
+    def take(self, positions: Iterable[int]) -> DatasetCases:
+        """The cases at ``positions`` (ascending), e.g. those ``-k``/``-m`` select."""
+        out = DatasetCases(self.path, self._make)
+        for i in positions:
+            out.append(self._offsets[i], self._lines[i])
+        out._stamp = self._stamp
+        return out
+
+    def _check(self) -> None:
+        stat = self.path.stat()
+        if self._stamp is not None and (stat.st_size, stat.st_mtime_ns) != self._stamp:
+            raise UsageError("the dataset changed after the suite was loaded; run again", file=str(self.path))
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __iter__(self) -> Iterator[Case]:
+        """The cases in order, reading the file once from the first row to the last."""
+        self._check()
+        if not len(self._offsets):
+            return
+        wanted = iter(zip(self._offsets, self._lines, strict=True))
+        offset, lineno = next(wanted)
+        with self.path.open("rb") as fh:
+            fh.seek(offset)
+            position = offset
+            for raw in fh:
+                if position == offset:
+                    row = parse_jsonl_line(raw, self.path, lineno)
+                    assert row is not None
+                    yield self._make(row, lineno)
+                    following = next(wanted, None)
+                    if following is None:
+                        return
+                    offset, lineno = following
+                position += len(raw)
+
+    @overload
+    def __getitem__(self, index: int) -> Case: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Case]: ...
+
+    def __getitem__(self, index: int | slice) -> Case | list[Case]:
+        if isinstance(index, slice):
+            return list(self.take(range(len(self))[index]))
+        i = range(len(self))[index]
+        self._check()
+        with self.path.open("rb") as fh:
+            fh.seek(self._offsets[i])
+            row = parse_jsonl_line(fh.readline(), self.path, self._lines[i])
+        assert row is not None
+        return self._make(row, self._lines[i])
+
+    def __repr__(self) -> str:
+        return f"DatasetCases({self.path}, {len(self)} cases)"
+
+
 def read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Rows of a CSV dataset through the strict reader (:func:`gatekeeper.files.read_csv`);
     empty cells are absent values."""
@@ -262,7 +360,7 @@ def _scorer_specs(
 
 
 def _case_from_row(
-    row: dict[str, Any], *, schema: SuiteSchema, messages: list[tuple[str, Template]], where: str,
+    row: dict[str, Any], *, schema: SuiteSchema, messages: list[tuple[str, Template | StaticText]], where: str,
     field_prefix: str,
 ) -> Case:
     file, _, line = where.rpartition(":")
@@ -340,12 +438,32 @@ def load_yaml_suite(path: Path, roots: Sequence[Path] | None = None) -> Suite | 
         templates = [(role, compile_template(text)) for role, text in messages]
     except TemplateError as exc:
         raise UsageError(f"template error: {exc.message or exc}", file=str(path), field="prompt") from None
-    cases: list[Case] = []
-    seen: dict[str, str] = {}
+    kept: list[Case] = []
+    seen: dict[str, str | int] = {}  # case id -> where it was first (a dataset line as its number)
     datasets: dict[str, str] = {}
-    rows: list[tuple[str, str, dict[str, Any]]] = []
+
+    def add(case: Case, where: str, prefix: str, lineno: int | None = None) -> None:
+        if case.id in seen:
+            file, _, line = where.rpartition(":")
+            first = seen[case.id]
+            raise UsageError(
+                f"duplicate case id {case.id!r} (first at {f'{ds_path}:{first}' if isinstance(first, int) else first})",
+                file=file, line=int(line), field=f"{prefix}.id",
+            )
+        seen[case.id] = where if lineno is None else lineno
+
+    # A malformed dataset line is reported before any case's own error (a template variable
+    # missing, a duplicate id): the file is read to its end first, the first case error kept.
+    first_error: UsageError | None = None
     for i, row in enumerate(schema.cases):
-        rows.append((f"{path}:{locator.line(('cases', i))}", f"cases[{i}]", row))
+        where = f"{path}:{locator.line(('cases', i))}"
+        try:
+            case = _case_from_row(row, schema=schema, messages=templates, where=where, field_prefix=f"cases[{i}]")
+            add(case, where, f"cases[{i}]")
+        except UsageError as exc:
+            first_error = first_error or exc
+            continue
+        kept.append(case)
     if schema.dataset:
         ds_path = contained(schema.dataset, base=base, roots=roots, file=path,
                             line=locator.line(("dataset",)), field="dataset")
@@ -356,18 +474,32 @@ def load_yaml_suite(path: Path, roots: Sequence[Path] | None = None) -> Suite | 
             )
         datasets[str(ds_path)] = _sha256(ds_path)
         hasher.update(datasets[str(ds_path)].encode())
-        for lineno, row in read_dataset(ds_path):
-            rows.append((f"{ds_path}:{lineno}", f"row {lineno}", row))
-    for where, prefix, row in rows:
-        case = _case_from_row(row, schema=schema, messages=templates, where=where, field_prefix=prefix)
-        if case.id in seen:
-            file, _, line = where.rpartition(":")
-            raise UsageError(
-                f"duplicate case id {case.id!r} (first at {seen[case.id]})",
-                file=file, line=int(line), field=f"{prefix}.id",
-            )
-        seen[case.id] = where
-        cases.append(case)
+
+        def make(row: dict[str, Any], lineno: int, ds_path: Path = ds_path) -> Case:
+            return _case_from_row(row, schema=schema, messages=templates, where=f"{ds_path}:{lineno}",
+                                  field_prefix=f"row {lineno}")
+
+        streamed = DatasetCases(ds_path, make) if ds_path.suffix.lower() == ".jsonl" and not schema.cases else None
+        for offset, lineno, row in _dataset_rows(ds_path):
+            if first_error is not None:
+                continue
+            try:
+                case = make(row, lineno)  # made (validated) even when not kept: errors name their line
+                add(case, f"{ds_path}:{lineno}", f"row {lineno}", lineno)
+            except UsageError as exc:
+                first_error = exc
+                continue
+            if streamed is not None:
+                streamed.append(offset, lineno)
+                if len(streamed) > STREAM_CASES_ABOVE:
+                    kept.clear()  # from here on, only where each case is
+                    continue
+            kept.append(case)
+    if first_error is not None:
+        raise first_error
+    cases: list[Case] | DatasetCases = kept
+    if schema.dataset and streamed is not None and len(streamed) > STREAM_CASES_ABOVE:
+        cases = streamed.seal()
     if not cases:
         # A suite that checks nothing must not pass: it would let any model through.
         raise UsageError(

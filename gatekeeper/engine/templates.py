@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jinja2 import BaseLoader, Environment, StrictUndefined, Template, TemplateError
-from jinja2.runtime import Context
+from jinja2.runtime import Context, new_context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 MAX_RENDERED_CHARS = 1_000_000
@@ -88,21 +88,41 @@ class BoundedSandbox(SandboxedEnvironment):
 ENV = BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
-def compile_template(text: str) -> Template:
-    """Parse ``text`` once; raises ``TemplateError`` on bad syntax."""
+class StaticText(str):
+    """A template without any template syntax: it renders to itself, for every case
+    (a fixed system prompt is rendered as many times as a suite has cases)."""
+
+
+def compile_template(text: str) -> Template | StaticText:
+    """Parse ``text`` once; raises ``TemplateError`` on bad syntax. Text with no ``{{``,
+    ``{%`` or ``{#``, no trailing newline (which jinja drops) and no ``\r`` (which it turns
+    into ``\n``) is returned as :class:`StaticText`."""
+    if not any(mark in text for mark in ("{{", "{%", "{#", "\r")) and not text.endswith("\n"):
+        return StaticText(text)
     return ENV.from_string(text)
 
 
-def render_bounded(template: Template, variables: dict[str, Any]) -> str:
+def render_bounded(template: Template | StaticText, variables: dict[str, Any]) -> str:
     """Render ``template``, stopping once the output passes :data:`MAX_RENDERED_CHARS`.
 
     Raises ``TemplateError`` for every failure a template can cause, including Python
     errors inside it (``{{ 1 / 0 }}``, ``{{ 'a' + 1 }}``): the template is user data, so its
     failure is the suite's error, never the harness's."""
+    if isinstance(template, StaticText):
+        if len(template) > MAX_RENDERED_CHARS:
+            raise _too_long(len(template))
+        return str(template)
     parts: list[str] = []
     size = 0
     try:
-        for chunk in template.generate(**variables):
+        # What ``template.generate(**variables)`` does, without copying the environment's
+        # globals (a ChainMap) into a new dict for every case: they are merged once per template.
+        merged = getattr(template, "_gk_globals", None)
+        if merged is None:
+            merged = template._gk_globals = dict(template.globals)  # type: ignore[attr-defined]
+        context = new_context(template.environment, template.name, template.blocks, {**merged, **variables},
+                              True, merged, None)
+        for chunk in template.root_render_func(context):
             size += len(chunk)
             if size > MAX_RENDERED_CHARS:
                 raise _too_long(size)

@@ -65,7 +65,7 @@ def run_check(
     fall back to the configuration.
     """
     from gatekeeper.engine import record as rec
-    from gatekeeper.engine.results import identity_entry, new_run_id, run_record
+    from gatekeeper.engine.results import identity_entry, new_run_id, row_sink, run_record
     from gatekeeper.gate.approvals import RequiredApproval, record_hash
     from gatekeeper.gate.attestations import policy_content, with_attestations
     from gatekeeper.gate.audit import AuditLog
@@ -128,23 +128,26 @@ def run_check(
     specs = {"candidate": str(candidate), "baseline": str(baseline)}
     run_id = new_run_id()
     outdir.begin(out, run_id, _report_names(session, formats))
-    results, stats = session.run(models, suites, run_id=run_id, specs=specs,
-                                 progress=progress)
     staging = outdir.staging_dir(out, run_id)
-    record = run_record(  # the rows stream to staging/cases.jsonl (format 2)
+    writer = rec.CaseWriter(staging, _max_inline_bytes(config))  # rows stream to staging/cases.jsonl
+    try:
+        _, stats = session.run(models, suites, run_id=run_id, specs=specs, progress=progress,
+                               sink=row_sink(writer))
+    except BaseException:
+        writer.abort()
+        raise
+    record = run_record(
         run_id=run_id,
         models={k: identity_entry(specs[k], m.identity) for k, m in models.items()},
-        suites=suites, results=results, stats=stats, versions=session.host.versions(),
-        selection={"paths": paths, "k": keyword, "m": marker}, directory=staging,
-        max_inline_bytes=_max_inline_bytes(config),
+        suites=suites, results=[], stats=stats, versions=session.host.versions(),
+        selection={"paths": paths, "k": keyword, "m": marker}, writer=writer,
     )
-    del results
-    score_rows: list[Any] = rec.score_rows(record)  # slim rows kept from writing: no re-read
-    metrics = evaluate_metrics(policy, score_rows, rec.case_index(record))
+    scores = rec.score_columns(record)  # kept from writing: no re-read
+    metrics = evaluate_metrics(policy, scores, rec.case_index(record))
     slo_section, load_files = run_load_suites(
         load_suites, models, config, policy, staging, confirm_rate=confirm_load_rate,
         echo=session.echo if progress else None) if load_suites else (None, [])
-    error_rate = sum(1 for r in score_rows if r["error"]) / max(1, len(score_rows))
+    error_rate = int(scores.error.sum()) / max(1, len(scores))
     approvals = required_approvals(policy, [scope.modification_id] if scope.modification_id else [])
     decision, reasons = decide(policy, [*metrics, *(slo_section or {}).get("rows", [])], GateInputs(
         scope=scope, reuse_violations=reuse_violations, generation_error_rate=error_rate,

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
+from gatekeeper.engine.score_columns import ScoreColumns, columns_of
 from gatekeeper.gate.policy import MetricSpec, Policy, ScopeResult
+from gatekeeper.gate.score_tables import EMPTY, MetricMeans, Pairs, case_fields
 
 EXIT_CODES = {"PROMOTE": 0, "REJECT": 1, "ROLLBACK": 1, "HOLD": 2, "INCONCLUSIVE": 3, "ERROR": 5}
 VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "NODATA", "ERROR")
@@ -88,15 +92,15 @@ def _explain(spec: MetricSpec, verdict: str, lo: float, hi: float) -> str:
 
 def evaluate_metric(
     spec: MetricSpec,
-    baseline: Mapping[str, float],
-    candidate: Mapping[str, float],
+    pairs: Pairs,
     *,
-    clusters: Mapping[str, str] | None,
+    clusters: Mapping[str, str] | None = None,
     clause: str,
     slice_: dict[str, str] | None = None,
     family_size: int = 1,
 ) -> dict[str, Any]:
-    """One verdict row of the decision record.
+    """One verdict row of the decision record, from the paired per-case means ``pairs``
+    (:class:`~gatekeeper.gate.score_tables.Pairs`; :func:`pairs_of` makes them from two mappings).
 
     ``clusters`` (case id -> cluster) are passed to every method; :func:`stats.compare`
     uses them whenever a cluster holds more than one case. ``family_size`` k > 1 (the
@@ -109,13 +113,14 @@ def evaluate_metric(
         "name": spec.name, "metric": spec.metric, "slice": slice_, "clause": clause,
         "direction": spec.direction, "hypothesis": spec.hypothesis, "margin": spec.margin,
         "alpha": spec.alpha, "sides": spec.sides, "ci_method": spec.ci_method, "critical": spec.critical,
-        "n": len(set(baseline) & set(candidate)), "baseline": None, "candidate": None, "delta": None,
+        "n": len(pairs.ids), "baseline": None, "candidate": None, "delta": None,
         "ci_low": None, "ci_high": None, "verdict": "NODATA", "reason": "", "power": None,
         "guardrail": None, "comparison": None, "power_target": spec.power,
     }
     try:
-        comp = stats.compare(
-            baseline, candidate, method=spec.ci_method, alpha=spec.alpha, sides=spec.sides, clusters=clusters,
+        comp = stats.compare_paired(
+            pairs.ids, pairs.base, pairs.cand, method=spec.ci_method, alpha=spec.alpha, sides=spec.sides,
+            clusters=clusters, cluster_labels=pairs.clusters,
         )
     except ValueError as exc:
         is_nodata = str(exc).startswith("need at least")
@@ -141,7 +146,7 @@ def evaluate_metric(
         parts.append(_explain(spec, v, comp.ci_low, comp.ci_high))
     if spec.guardrail is not None:
         g = stats.guardrail(
-            list(candidate.values()), max_value=spec.guardrail.max, min_value=spec.guardrail.min,
+            pairs.candidate_all, max_value=spec.guardrail.max, min_value=spec.guardrail.min,
             alpha=spec.alpha,
         )
         row["guardrail"] = g
@@ -156,7 +161,7 @@ def evaluate_metric(
     verdict = "FAIL" if "FAIL" in verdicts else "INCONCLUSIVE" if "INCONCLUSIVE" in verdicts else "PASS"
     if verdict == "FAIL" and family_size > 1:
         strict = spec.model_copy(update={"alpha": spec.alpha / family_size})
-        again = evaluate_metric(strict, baseline, candidate, clusters=clusters, clause=clause, slice_=slice_)
+        again = evaluate_metric(strict, pairs, clusters=clusters, clause=clause, slice_=slice_)
         if again["verdict"] != "FAIL":
             verdict = "INCONCLUSIVE"
             parts.append(
@@ -199,29 +204,40 @@ def evaluate_metric(
 
 
 def evaluate_metrics(
-    policy: Policy, rows: list[Mapping[str, Any]], case_index: Mapping[str, Any]
+    policy: Policy, scores: ScoreColumns | list[Mapping[str, Any]], case_index: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
-    """Every metric of the policy, overall and per declared slice."""
+    """Every metric of the policy, overall and per declared slice, from the run's score
+    columns (:func:`gatekeeper.engine.record.score_columns`; result rows are accepted too)."""
+    columns = scores if isinstance(scores, ScoreColumns) else columns_of(list(scores))
+    fields = case_fields(columns, case_index)
+    suite_rows: dict[str, np.ndarray] = {}
+    rows_for_labels: list[dict[str, Any]] | None = None
     out: list[dict[str, Any]] = []
     gate = policy.gate
     for spec in policy.performance_evaluation.metrics:
         clause = f"performance_evaluation.metrics[{spec.name}]"
         if spec.measure == "distribution":
-            out.extend(evaluate_distribution(spec, rows, case_index, clause=clause, gate=gate))
+            if rows_for_labels is None:
+                rows_for_labels = list(columns.rows())
+            out.extend(evaluate_distribution(spec, rows_for_labels, case_index, clause=clause, gate=gate))
             continue
-        table = score_table(rows, spec.metric, case_index, spec.suite, spec.measure)
-        base_all, cand_all = table.values.get("baseline", {}), table.values.get("candidate", {})
-        n_cases = len(set(base_all) | set(cand_all)) + sum(table.nodata.values()) + sum(table.errors.values())
-        clusters = {k: case_index[k]["cluster"] or k for k in set(base_all) | set(cand_all)}
+        rows = None
+        if spec.suite is not None:
+            if spec.suite not in suite_rows:
+                in_suite = np.array([s == spec.suite for s in fields["suite"]], dtype=bool)
+                suite_rows[spec.suite] = in_suite[columns.case] if len(columns) else np.zeros(0, dtype=bool)
+            rows = suite_rows[spec.suite]
+        table = MetricMeans(columns, spec.metric, measure=spec.measure, rows=rows)
+        with_means = np.union1d(table.cases("baseline"), table.cases("candidate"))
+        n_cases = len(with_means) + table.n_nodata + table.n_errors
         if n_cases == 0:
             out.append({
-                **evaluate_metric(spec, {}, {}, clusters=None, clause=clause),
+                **evaluate_metric(spec, EMPTY, clusters=None, clause=clause),
                 "reason": f"{spec.name}: no case in the run has the metric {spec.metric!r}",
             })
             continue
-        errors = sum(table.errors.values())
-        nodata = sum(table.nodata.values())
-        row = evaluate_metric(spec, _means(base_all), _means(cand_all), clusters=clusters, clause=clause)
+        errors, nodata = table.n_errors, table.n_nodata
+        row = evaluate_metric(spec, table.pairs(clusters=fields["cluster"]), clause=clause)
         row.update(nodata=nodata, errors=errors)
         if errors:
             example = next(iter(table.first_error.values()))
@@ -234,30 +250,31 @@ def evaluate_metrics(
                 f"({gate.nodata_limit(n_cases)})"
             )
         out.append(row)
-        slice_groups: dict[str, dict[str, list[str]]] = {}
+        common = table.common()
+        slice_groups: dict[str, dict[str, np.ndarray]] = {}
         for field_name in spec.slices:
-            groups: dict[str, list[str]] = defaultdict(list)
-            for key in set(base_all) & set(cand_all):
-                value = case_index[key]["slices"].get(field_name)
+            groups: dict[str, list[int]] = defaultdict(list)
+            for case in common.tolist():
+                value = fields["slices"][case].get(field_name)
                 if value is not None:
-                    groups[value].append(key)
-            slice_groups[field_name] = groups
+                    groups[value].append(case)
+            slice_groups[field_name] = {v: np.array(c, dtype=np.int64) for v, c in groups.items()}
         family = sum(len(k) >= spec.min_slice_n for g in slice_groups.values() for k in g.values())
         family = family if gate.slices.multiplicity == "bonferroni" else 1
-        for field_name, groups in slice_groups.items():
-            for value, keys in sorted(groups.items()):
+        for field_name, by_value in slice_groups.items():
+            for value, cases in sorted(by_value.items()):
                 sclause = f"{clause}.slices[{field_name}={value}]"
                 sl = {"field": field_name, "value": value}
-                if len(keys) < spec.min_slice_n:
-                    srow = evaluate_metric(spec, {}, {}, clusters=None, clause=sclause, slice_=sl)
-                    srow["n"] = len(keys)
+                if len(cases) < spec.min_slice_n:
+                    srow = evaluate_metric(spec, EMPTY, clusters=None, clause=sclause, slice_=sl)
+                    srow["n"] = len(cases)
                     srow["reason"] = (
-                        f"{spec.name}[{field_name}={value}]: n = {len(keys)} is below "
+                        f"{spec.name}[{field_name}={value}]: n = {len(cases)} is below "
                         f"min_slice_n {spec.min_slice_n}"
                     )
                 else:
                     srow = evaluate_metric(
-                        spec, _means(base_all, keys), _means(cand_all, keys), clusters=clusters,
+                        spec, table.pairs(cases, clusters=fields["cluster"]),
                         clause=sclause, slice_=sl, family_size=max(family, 1),
                     )
                     srow["reason"] = srow["reason"].replace(f"{spec.name}:", f"{spec.name}[{field_name}={value}]:", 1)
@@ -342,7 +359,7 @@ def distribution_row(
 
 
 def evaluate_distribution(
-    spec: MetricSpec, rows: list[Mapping[str, Any]], case_index: Mapping[str, Any], *, clause: str, gate: Any,
+    spec: MetricSpec, rows: Sequence[Mapping[str, Any]], case_index: Mapping[str, Any], *, clause: str, gate: Any,
 ) -> list[dict[str, Any]]:
     """A ``measure: distribution`` metric, overall and per declared slice."""
     counts, table = label_counts(rows, spec.metric, spec.task)

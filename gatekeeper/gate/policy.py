@@ -1409,7 +1409,7 @@ def evaluation_origin(policy: Policy, suites: Sequence[Any]) -> tuple[dict[str, 
     the deviations from ``data_management.synthetic.evaluation``."""
     rule = policy.data_management.synthetic.evaluation
     slices = [*(s for suite in suites for s in suite.slices if s != "origin"), *(rule.slices if rule else [])]
-    rows = [{**c.vars, **c.slices} for suite in suites for c in suite.cases]
+    rows = ({**c.vars, **c.slices} for suite in suites for c in suite.cases)  # streamed: a million cases
     counts = origin_counts(rows, list(dict.fromkeys(slices)))
     if rule is None:
         return counts, []

@@ -504,7 +504,7 @@ def _discordant(base: np.ndarray, cand: np.ndarray) -> tuple[int, int]:
     return int(np.sum((cand == 1.0) & (base == 0.0))), int(np.sum((base == 1.0) & (cand == 0.0)))
 
 
-def _cluster_labels(ids: list[str], clusters: Mapping[str, str] | None, *, required: bool) -> list[str] | None:
+def _cluster_labels(ids: Sequence[str], clusters: Mapping[str, str] | None, *, required: bool) -> list[str] | None:
     """The cluster of each paired case, or None when the cases are independent.
 
     Cases whose cluster is missing count as clusters of their own when the method does not
@@ -719,13 +719,33 @@ def compare(
     for clustered data with fewer than 2 clusters ("need at least 2 clusters"), for
     ``tango`` on non-binary scores, and for ``cluster`` without a cluster for every case.
     """
+    ids, base, cand = _pair(baseline, candidate)
+    return compare_paired(ids, base, cand, method=method, alpha=alpha, sides=sides, clusters=clusters, seed=seed)
+
+
+def compare_paired(
+    ids: Sequence[str],
+    base: np.ndarray,
+    cand: np.ndarray,
+    *,
+    method: Method = "auto",
+    alpha: float = 0.05,
+    sides: Sides = "one",
+    clusters: Mapping[str, str] | None = None,
+    seed: int = 0,
+    cluster_labels: Sequence[str] | None = None,
+) -> Comparison:
+    """:func:`compare` on pairs already made: ``ids`` sorted, both score arrays finite and in
+    the order of ``ids`` (what :func:`compare` makes of two mappings; the gate makes them from
+    the run's score columns without a dict per case). ``cluster_labels``: each pair's cluster,
+    in the order of ``ids``, instead of ``clusters`` (every case has one)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     _check_alpha_sides(alpha, sides)
-    ids, base, cand = _pair(baseline, candidate)
     if len(ids) < 2:
         raise ValueError(f"need at least 2 paired cases, got {len(ids)}")
-    labels = _cluster_labels(ids, clusters, required=method == "cluster")
+    labels = list(cluster_labels) if cluster_labels is not None else _cluster_labels(
+        ids, clusters, required=method == "cluster")
     clustered = _is_clustered(labels)
     binary = is_binary(base) and is_binary(cand)
     diffs = cand - base
@@ -844,7 +864,7 @@ def _limit_verdict(low: float, high: float, *, max_value: float | None, min_valu
 
 
 def guardrail(
-    values: Sequence[float],
+    values: Sequence[float] | np.ndarray,
     *,
     max_value: float | None = None,
     min_value: float | None = None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 DEFAULT_SECRET_ENVS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN", "ANTHROPIC_API_KEY",
@@ -75,10 +75,24 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     """``text`` with every configured secret's value (and each of ``extra``) replaced."""
     if not text:
         return text
-    for name, value in sorted(values().items(), key=lambda kv: -len(kv[1])):
-        if value in text:
-            text = text.replace(value, f"[redacted:{name}]")
-    for value in extra:
-        if value and len(value) >= 4 and value in text:
-            text = text.replace(value, "[redacted]")
-    return text
+    return redactor(extra)(text)
+
+
+def redactor(extra: Iterable[str] = ()) -> Callable[[str], str]:
+    """:func:`redact` with the secrets' values read from the environment once, for a batch of
+    texts (reading them is most of the cost of scrubbing a short text)."""
+    found = sorted(values().items(), key=lambda kv: -len(kv[1]))
+    others = [value for value in extra if value and len(value) >= 4]
+
+    def apply(text: str) -> str:
+        if not text:
+            return text
+        for name, value in found:
+            if value in text:
+                text = text.replace(value, f"[redacted:{name}]")
+        for value in others:
+            if value in text:
+                text = text.replace(value, "[redacted]")
+        return text
+
+    return apply

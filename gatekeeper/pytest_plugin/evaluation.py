@@ -205,7 +205,8 @@ def _merge_suites(suites: Sequence[Suite]) -> list[Suite]:
     merged: dict[str, Suite] = {}
     for s in suites:
         if s.name in merged:
-            merged[s.name].cases.extend(c for c in s.cases if c not in merged[s.name].cases)
+            known = merged[s.name].cases
+            merged[s.name].cases = [*known, *(c for c in s.cases if c not in known)]
         else:
             merged[s.name] = dataclasses.replace(s, cases=list(s.cases))
     return list(merged.values())

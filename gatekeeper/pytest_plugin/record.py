@@ -58,8 +58,9 @@ def merged_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 def write_record(state: GatekeeperState, parts: list[dict[str, Any]], out: Path) -> list[Path]:
     """Merge the parts into one run record, call ``gatekeeper_run_finish``, write the reports."""
-    from gatekeeper.engine.results import new_run_id, run_record, summarize
+    from gatekeeper.engine.results import new_run_id, run_record
     from gatekeeper.engine.runner import RunStats
+    from gatekeeper.engine.score_columns import columns_of, summary
 
     session = state.session
     rows = [row for part in parts for row in part["rows"]]
@@ -77,7 +78,7 @@ def write_record(state: GatekeeperState, parts: list[dict[str, Any]], out: Path)
     record = run_record(run_id=run_id, models=models, suites=[], results=[], stats=RunStats(),
                         versions=session.host.versions(),
                         selection={"paths": [str(p) for p in state.suite_paths], "pytest": True})
-    record.update(suites=list(suites.values()), stats=merged_stats(parts), summary=summarize(rows),
+    record.update(suites=list(suites.values()), stats=merged_stats(parts), summary=summary(columns_of(rows)),
                   case_index=case_index, cases=rows)
     session.host.hook.gatekeeper_run_finish(run_id=run_id, record=record)
     return session.write_reports(record, out)

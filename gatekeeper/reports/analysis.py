@@ -6,6 +6,13 @@ goes through jinja2's autoescaping. Nothing here builds HTML.
 
 Lists are capped (worst regressions, findings, failures) so a report for a suite of
 thousands of cases stays a few megabytes; the caps are stated in the report.
+
+Whatever walks every score (histograms, regressions, the case table, findings, failures)
+computes with numpy over the run's score columns (:func:`gatekeeper.engine.record.score_columns`)
+and reads whole rows back (:func:`gatekeeper.engine.record.rows_at`) only for the few cases
+it shows: a million cases cost a few arrays, not a million dicts. The numbers are the ones
+the row-by-row code gave (epoch means summed left to right as ``sum()`` does; ties broken by
+case key), which tests/test_large_reports.py checks against a row-by-row reference.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatekeeper.engine.record import case_count, rows_at, score_rows
-from gatekeeper.gate.decision import score_table
+import numpy as np
+
+from gatekeeper.engine.record import case_count, rows_at, score_columns
+from gatekeeper.engine.score_columns import ABSENT, ERROR, ScoreColumns
 
 WORST_PER_METRIC = 5
 FINDINGS_PER_MODEL = 30
@@ -235,12 +244,10 @@ class Histogram:
     height: int = 150
 
 
-def _bins(values: Iterable[float]) -> tuple[float, float, int]:
-    vals = list(values)
-    lo, hi = min(vals), max(vals)
+def _bins(values: np.ndarray) -> tuple[float, float, int]:
+    lo, hi = float(values.min()), float(values.max())
     if lo >= 0.0 and hi <= 1.0:
-        distinct = set(vals)
-        if distinct <= {0.0, 1.0}:
+        if bool(np.all((values == 0.0) | (values == 1.0))):
             return 0.0, 1.0, 2
         return 0.0, 1.0, HISTOGRAM_BINS
     if hi == lo:
@@ -250,25 +257,26 @@ def _bins(values: Iterable[float]) -> tuple[float, float, int]:
 
 def histograms(record: Mapping[str, Any], metrics: Iterable[str]) -> list[Histogram]:
     """Per metric, the distribution of each model's scores in shared bins (for small SVGs)."""
-    rows = score_rows(record)
+    cols = score_columns(record)
     out: list[Histogram] = []
     for metric in metrics:
-        per_model: dict[str, list[float]] = {}
-        for row in rows:
-            score = row["scores"].get(metric)
-            if score and score.get("value") is not None and score.get("status") != "error":
-                per_model.setdefault(row["model"], []).append(float(score["value"]))
+        col = cols.metrics.get(metric)
+        if col is None:
+            continue
+        usable = (col.status != ABSENT) & (col.status != ERROR) & ~np.isnan(col.value)
+        per_model = {label: col.value[usable & (cols.model == index)] for index, label in enumerate(cols.models)}
+        per_model = {label: values for label, values in per_model.items() if len(values)}
         if not per_model:
             continue
         models = _ordered_models(per_model)
-        lo, hi, nbins = _bins(v for vals in per_model.values() for v in vals)
+        lo, hi, nbins = _bins(np.concatenate(list(per_model.values())))
         width = (hi - lo) / nbins
-        counts = {m: [0] * nbins for m in models}
-        for m in models:
-            for v in per_model[m]:
-                counts[m][min(nbins - 1, max(0, int((v - lo) / width)))] += 1
+        counts = {m: np.bincount(np.clip(((per_model[m] - lo) / width).astype(np.int64), 0, nbins - 1),
+                                 minlength=nbins).tolist() for m in models}
         max_count = max(max(c) for c in counts.values()) or 1
-        out.append(_histogram_geometry(metric, models, counts, lo, hi, nbins, max_count, per_model))
+        means = {m: sum(v.tolist()) / len(v) for m, v in per_model.items()}  # sum(): the row code's rounding
+        out.append(_histogram_geometry(metric, models, counts, lo, hi, nbins, max_count, means,
+                                       {m: len(per_model[m]) for m in models}))
     return out
 
 
@@ -278,7 +286,8 @@ def _ordered_models(per_model: Mapping[str, Any]) -> list[str]:
 
 
 def _histogram_geometry(metric: str, models: list[str], counts: dict[str, list[int]], lo: float, hi: float,
-                        nbins: int, max_count: int, per_model: Mapping[str, list[float]]) -> Histogram:
+                        nbins: int, max_count: int, means: dict[str, float | None],
+                        sizes: dict[str, int]) -> Histogram:
     left, plot_w, plot_h, top = 34, 310, 100, 8
     slot = plot_w / nbins
     bar_w = (slot - 4) / len(models)
@@ -295,8 +304,7 @@ def _histogram_geometry(metric: str, models: list[str], counts: dict[str, list[i
         ticks = [(left + slot / 2, "0"), (left + slot * 1.5, "1")]
     else:
         ticks = [(round(left + i * plot_w / 5, 2), f"{lo + i * (hi - lo) / 5:.2g}") for i in range(6)]
-    means = {m: (sum(v) / len(v) if v else None) for m, v in per_model.items()}
-    return Histogram(metric, models, bars, ticks, max_count, means, {m: len(per_model[m]) for m in models})
+    return Histogram(metric, models, bars, ticks, max_count, means, sizes)
 
 
 # --------------------------------------------------------------------------- which rule decided
@@ -364,13 +372,15 @@ def _question(case: Mapping[str, Any]) -> str:
     return text
 
 
-def _outputs(record: Mapping[str, Any], keys: set[str]) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """(case key, model) → the first epoch's row, for the cases ``keys`` only (read by position)."""
+def _outputs(record: Mapping[str, Any], cols: ScoreColumns,
+             cases: Iterable[int]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """(case key, model) → the first row of that case and model (in record order), for the
+    case indices ``cases`` only (read back by position)."""
+    wanted = np.fromiter(set(cases), dtype=np.int64)
     where: dict[tuple[str, str], int] = {}
-    if keys:
-        for row in score_rows(record):
-            if row["key"] in keys:
-                where.setdefault((row["key"], row["model"]), row["i"])
+    if len(wanted):
+        for i in np.flatnonzero(np.isin(cols.case, wanted)).tolist():
+            where.setdefault((cols.keys[cols.case[i]], cols.models[cols.model[i]]), i)
     full = rows_at(record, where.values())
     return {pair: full[i] for pair, i in where.items()}
 
@@ -380,38 +390,105 @@ def _metric_specs(record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {m["name"]: m for m in pccp.get("performance_evaluation", {}).get("metrics", [])}
 
 
+class _Means:
+    """One metric's per-case means for each model over the columns (epochs averaged), as
+    full-length arrays over the case indices: NaN where a model has no usable score.
+
+    A mean is ``sum(values) / len(values)`` with the epochs added in row order from 0, as
+    the row-by-row code (and ``sum()``) added them, so the numbers shown are the same bits.
+    """
+
+    def __init__(self, cols: ScoreColumns, metric: str, measure: str = "value",
+                 rows: np.ndarray | None = None) -> None:
+        self.by_model: dict[str, np.ndarray] = {}
+        col = cols.metrics.get(metric)
+        if col is None:
+            return
+        usable = (col.status != ABSENT) & (col.status != ERROR) & ~np.isnan(col.value)
+        if measure == "passed":
+            usable &= col.passed >= 0
+        if rows is not None:
+            usable &= rows
+        values = col.passed.astype(np.float64) if measure == "passed" else col.value
+        n_cases = len(cols.keys)
+        for index, label in enumerate(cols.models):
+            take = np.flatnonzero(usable & (cols.model == index))
+            if len(take):
+                self.by_model[label] = _epoch_sums(cols.case[take], values[take], n_cases)
+
+    def get(self, label: str) -> np.ndarray | None:
+        return self.by_model.get(label)
+
+
+def _epoch_sums(cases: np.ndarray, values: np.ndarray, n_cases: int) -> np.ndarray:
+    """Per case index, the mean of its ``values`` (NaN where it has none). ``np.bincount``
+    adds each case's values one after another in row order from 0.0, as ``sum()`` does, so
+    the means are the row-by-row code's to the last bit (tests/test_large_reports.py checks)."""
+    counts = np.bincount(cases, minlength=n_cases)
+    sums = np.bincount(cases, weights=values, minlength=n_cases)
+    out = np.full(n_cases, np.nan)
+    has = counts > 0
+    out[has] = sums[has] / counts[has]
+    return out
+
+
+def case_suites(index: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+    """The suite of each case key: from the index's ``fields()`` when it has them (a large
+    format-2 index keeps those in memory and reads whole entries by seeking), else the entries."""
+    getter = getattr(index, "fields", None)  # engine.record.CaseIndex
+    fields = getter() if callable(getter) else None
+    if fields is not None:
+        return [fields[k][0] for k in keys]
+    return [index[k]["suite"] for k in keys]
+
+
+def _suite_rows(record: Mapping[str, Any], cols: ScoreColumns, suite: str | None) -> np.ndarray | None:
+    if suite is None:
+        return None
+    in_suite = np.array([s == suite for s in case_suites(record.get("case_index") or {}, cols.keys)], dtype=bool)
+    return in_suite[cols.case] if len(cols) else np.zeros(0, dtype=bool)
+
+
 def worst_regressions(record: Mapping[str, Any], limit: int = WORST_PER_METRIC) -> list[dict[str, Any]]:
     """Per policy metric, the cases where the candidate lost most against the baseline."""
     index = record.get("case_index") or {}
-    rows = score_rows(record)
+    cols = score_columns(record)
     specs = _metric_specs(record)
     out: list[dict[str, Any]] = []
-    picked: list[tuple[dict[str, Any], list[tuple[str, float, float]]]] = []
+    picked: list[tuple[dict[str, Any], list[tuple[int, float, float]]]] = []
     for m in record.get("metrics") or []:
         if m.get("slice"):
             continue
         spec = specs.get(m["name"], {})
-        table = score_table(rows, m["metric"], index, spec.get("suite"), spec.get("measure", "value"))
-        base = _epoch_means(table.values.get("baseline", {}))
-        cand = _epoch_means(table.values.get("candidate", {}))
+        means = _Means(cols, m["metric"], spec.get("measure", "value"),
+                       _suite_rows(record, cols, spec.get("suite")))
+        base, cand = means.get("baseline"), means.get("candidate")
         sign = -1.0 if m.get("direction") == "lower" else 1.0
-        losses = sorted(
-            ((sign * (cand[k] - base[k]), k) for k in base.keys() & cand.keys() if sign * (cand[k] - base[k]) < 0),
-            key=lambda t: (t[0], t[1]),
-        )
-        group = {"metric": m["name"], "direction": m.get("direction"), "count": len(losses),
-                 "paired": len(base.keys() & cand.keys()), "cases": [], "_m": m["metric"]}
-        picked.append((group, [(k, base[k], cand[k]) for _, k in losses[:limit]]))
+        chosen: list[tuple[int, float, float]] = []
+        count = paired = 0
+        if base is not None and cand is not None:
+            both = np.flatnonzero(~np.isnan(base) & ~np.isnan(cand))
+            paired = len(both)
+            loss = sign * (cand[both] - base[both])
+            lost = both[loss < 0]
+            loss = loss[loss < 0]
+            count = len(lost)
+            if count > limit:  # the `limit` smallest losses, every tie at the cut kept
+                cut = np.partition(loss, limit - 1)[limit - 1]
+                keep = loss <= cut
+                lost, loss = lost[keep], loss[keep]
+            order = np.lexsort((cols.key_rank()[lost], loss))[:limit]  # by loss, then case key
+            chosen = [(c, float(base[c]), float(cand[c])) for c in lost[order].tolist()]
+        group = {"metric": m["name"], "direction": m.get("direction"), "count": count,
+                 "paired": paired, "cases": [], "_m": m["metric"]}
+        picked.append((group, chosen))
         out.append(group)
-    outputs = _outputs(record, {k for _, chosen in picked for k, _, _ in chosen})
+    outputs = _outputs(record, cols, (c for _, chosen in picked for c, _, _ in chosen))
     for group, chosen in picked:
         metric = group.pop("_m")
-        group["cases"] = [_regression(index[k], k, b, c, outputs, metric) for k, b, c in chosen]
+        group["cases"] = [_regression(index[cols.keys[c]], cols.keys[c], b, v, outputs, metric)
+                          for c, b, v in chosen]
     return out
-
-
-def _epoch_means(values: Mapping[str, list[float]]) -> dict[str, float]:
-    return {k: sum(v) / len(v) for k, v in values.items() if v}
 
 
 def _regression(case: Mapping[str, Any], key: str, base: float, cand: float,
@@ -438,7 +515,7 @@ def case_table(record: Mapping[str, Any], limit: int = MAX_CASE_ROWS) -> dict[st
     come first, and ``omitted`` / ``full_file`` say how many and where all of them are.
     """
     index = record.get("case_index") or {}
-    rows = score_rows(record)
+    cols = score_columns(record)
     specs = _metric_specs(record)
     if record.get("kind") == "check":
         columns = [(m["name"], m["metric"], specs.get(m["name"], {}).get("measure", "value"),
@@ -447,39 +524,51 @@ def case_table(record: Mapping[str, Any], limit: int = MAX_CASE_ROWS) -> dict[st
     else:
         names = sorted({metric for model in (record.get("summary") or {}).values() for metric in model})
         columns = [(name, name, "value", 1.0) for name in names]
-    models = _ordered_models({row["model"]: None for row in rows})
-    values = {}
-    for name, metric, measure, _ in columns:
-        table = score_table(rows, metric, index, None, measure)
-        values[name] = {label: _epoch_means(table.values.get(label, {})) for label in models}
+    models = _ordered_models(dict.fromkeys(cols.models))
+    n_cases = len(cols.keys)
+    values: dict[str, list[np.ndarray]] = {}  # column name -> per model, the mean per case index (NaN: none)
+    worse = np.zeros(n_cases, dtype=bool)
+    worse_by: dict[str, np.ndarray] = {}
+    for name, metric, measure, sign in columns:
+        means = _Means(cols, metric, measure)
+        values[name] = [_or_nan(means.get(label), n_cases) for label in models]
+        flagged = np.zeros(n_cases, dtype=bool)
+        if len(models) == 2:
+            with np.errstate(invalid="ignore"):
+                flagged = sign * (values[name][1] - values[name][0]) < 0  # NaN (a missing value) is never worse
+        worse_by[name] = flagged
+        worse |= flagged
     limit = max(1, min(limit, MAX_CASE_CELLS // max(1, len(columns) * max(1, len(models)))))
-
-    def cells_of(key: str) -> list[dict[str, Any]]:
-        cells = []
-        for name, _, _, sign in columns:
-            got = [values[name][label].get(key) for label in models]
-            worse = (len(got) == 2 and None not in got and sign * (float(got[1]) - float(got[0])) < 0)  # type: ignore[arg-type]
-            cells.append({"values": got, "worse": worse})
-        return cells
-
+    position = {key: i for i, key in enumerate(cols.keys)}
     total = len(index)
     if total <= limit:
         chosen: Iterable[str] = index.keys()
     else:  # the worse cases first (suite order within each group), then the rest
         keys = list(index.keys())
-        worse_keys = [k for k in keys if any(c["worse"] for c in cells_of(k))]
-        worse_set = set(worse_keys)
-        chosen = (worse_keys + [k for k in keys if k not in worse_set])[:limit]
+        is_worse = [(i := position.get(k)) is not None and bool(worse[i]) for k in keys]
+        worse_keys = [k for k, w in zip(keys, is_worse, strict=True) if w][:limit]
+        chosen = worse_keys + [k for k, w in zip(keys, is_worse, strict=True) if not w][:limit - len(worse_keys)]
+    chosen = list(chosen)
+    at = np.array([position.get(k, -1) for k in chosen], dtype=np.int64)
+    known, at = at >= 0, np.maximum(at, 0)
+    gathered = [([np.where(known, v[at], np.nan).tolist() for v in values[name]], (known & worse_by[name][at]).tolist())
+                for name, _, _, _ in columns]  # per column: each model's means and the worse flags of the rows shown
     out_rows: list[dict[str, Any]] = []
-    for key in chosen:
+    for r, key in enumerate(chosen):
         case = index[key]
         slices = " ".join(f"{k}={v}" for k, v in sorted((case.get("slices") or {}).items()))
-        out_rows.append({"id": case["id"], "suite": case["suite"], "slices": slices, "cells": cells_of(key)})
+        cells = [{"values": [None if m[r] != m[r] else m[r] for m in means], "worse": flags[r]}  # NaN: no value
+                 for means, flags in gathered]
+        out_rows.append({"id": case["id"], "suite": case["suite"], "slices": slices, "cells": cells})
     full = (record.get("case_files") or {}).get("cases") or {}
     return {"models": models, "columns": [c[0] for c in columns], "rows": out_rows, "total": total,
             "limit": limit, "omitted": total - len(out_rows), "worse_first": total > limit,
             "full_file": full.get("path") or ("decision.json" if record.get("kind") == "check" else "results.json"),
             "rows_in_file": case_count(record)}
+
+
+def _or_nan(values: np.ndarray | None, n: int) -> np.ndarray:
+    return values if values is not None else np.full(n, np.nan)
 
 
 def detector_metrics(record: Mapping[str, Any]) -> list[str]:
@@ -498,17 +587,16 @@ def findings(record: Mapping[str, Any], limit: int = FINDINGS_PER_MODEL) -> list
     groups: dict[str, dict[str, Any]] = {}
     if not detectors:
         return []
+    cols = score_columns(record)  # count over the columns; read only the rows shown
+    flagged = {metric: col.value >= 0.5 for metric, col in cols.metrics.items() if metric in detectors}
+    order = {metric: k for k, metric in enumerate(cols.metrics)}
     shown: list[tuple[int, str]] = []
-    for slim in score_rows(record):  # count from the score rows; read only the rows shown
-        for metric, score in slim["scores"].items():
-            if metric not in detectors or score.get("value") is None or float(score["value"]) < 0.5:
-                continue
-            group = groups.setdefault(slim["model"], {"model": slim["model"], "total": 0, "entries": [],
-                                                      "_shown": 0})
-            group["total"] += 1
-            if group["_shown"] < limit:
-                group["_shown"] += 1
-                shown.append((slim["i"], metric))
+    for m_index, label in enumerate(cols.models):
+        total, first = _hits(flagged, cols.model == m_index, order, limit)
+        if total:
+            groups[label] = {"model": label, "total": total, "entries": []}
+            shown += first
+    shown.sort(key=lambda hit: (hit[0], order[hit[1]]))
     full = rows_at(record, (i for i, _ in shown))
     for i, metric in shown:
         row = full[i]
@@ -523,25 +611,40 @@ def findings(record: Mapping[str, Any], limit: int = FINDINGS_PER_MODEL) -> list
             "context": clip(case.get("context"), MAX_CONTEXT),
             "support": (score.get("details") or {}).get("support"),
         })
-    for group in groups.values():
-        del group["_shown"]
     return [groups[m] for m in sorted(groups, key=lambda m: (m != "candidate", m != "baseline", m))]
+
+
+def _hits(flagged: Mapping[str, np.ndarray], rows: np.ndarray, order: Mapping[str, int],
+          limit: int) -> tuple[int, list[tuple[int, str]]]:
+    """How many scores in ``rows`` are flagged, and the first ``limit`` as (row, metric) in the
+    order a row-by-row walk meets them (row, then the columns' metric order)."""
+    total = 0
+    hits: list[tuple[int, str]] = []
+    for metric, mask in flagged.items():
+        found = np.flatnonzero(mask & rows)
+        total += len(found)
+        hits += [(i, metric) for i in found[:limit].tolist()]
+    hits.sort(key=lambda hit: (hit[0], order[hit[1]]))
+    return total, hits[:limit]
 
 
 def failures(record: Mapping[str, Any], limit: int = FAILURES_PER_METRIC) -> list[dict[str, Any]]:
     """For a run: per model and metric, the first failing outputs (for ``gatekeeper run`` reports)."""
     index = record.get("case_index") or {}
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    shown: list[tuple[int, str]] = []
-    for slim in score_rows(record):  # count from the score rows; read only the rows shown
-        for metric, score in slim["scores"].items():
-            if score.get("passed") is not False and score.get("status") != "error":
-                continue
-            slot = out.setdefault((slim["model"], metric), {"model": slim["model"], "metric": metric,
-                                                            "total": 0, "entries": []})
-            slot["total"] += 1
-            if slot["total"] <= limit:
-                shown.append((slim["i"], metric))
+    cols = score_columns(record)  # count over the columns; read only the rows shown
+    failed = {metric: (col.passed == 0) | (col.status == ERROR) for metric, col in cols.metrics.items()}
+    order = {metric: k for k, metric in enumerate(cols.metrics)}
+    slots: list[tuple[tuple[int, int], dict[str, Any], list[int]]] = []
+    for m_index, label in enumerate(cols.models):
+        mine = cols.model == m_index
+        for metric, rows in failed.items():
+            hits = np.flatnonzero(rows & mine)
+            if len(hits):
+                slot: dict[str, Any] = {"model": label, "metric": metric, "total": len(hits), "entries": []}
+                slots.append(((int(hits[0]), order[metric]), slot, hits[:limit].tolist()))
+    slots.sort(key=lambda s: s[0])  # in the order the row-by-row walk met them first
+    out = {(slot["model"], slot["metric"]): slot for _, slot, _ in slots}
+    shown = sorted((i, slot["metric"]) for _, slot, first in slots for i in first)
     full = rows_at(record, (i for i, _ in shown))
     for i, metric in shown:
         row = full[i]

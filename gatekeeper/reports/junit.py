@@ -1,6 +1,10 @@
 """The JUnit XML reporter: what CI systems show as test results.
 
-A run has a testcase per case × metric. A check has the policy's verdicts (a testcase per
+A run has a testcase per case × metric, up to :data:`MAX_RUN_TESTCASES` scores; a larger
+run (10^5 cases × 10 metrics would be a million testcases, which CI test tabs cannot show)
+has, per suite × model, a testcase per metric that counts its passes and failures, then
+that metric's failing cases as failures (:data:`MAX_CASES` at most, a last testcase saying
+how many more). A check has the policy's verdicts (a testcase per
 metric × slice), then the candidate's failing cases as failures and the most-regressed
 cases (candidate vs baseline) as passed testcases whose output says what changed, both
 capped at :data:`MAX_CASES` with a last testcase pointing to the full report.
@@ -22,6 +26,8 @@ from gatekeeper.reports.escaping import xml_text
 
 MAX_CASES = 50
 """Failing and most-regressed cases listed in a check's junit.xml (each); the report has all."""
+MAX_RUN_TESTCASES = 10_000
+"""Scores (case × metric) up to which a run's junit.xml has a testcase for each."""
 MAX_MESSAGE = 500
 
 
@@ -39,9 +45,14 @@ def _msg(text: Any) -> str:
 
 def _junit_run(record: dict[str, Any]) -> ET.Element:
     root = ET.Element("testsuites", name=f"gatekeeper run {record['run_id']}")
-    from gatekeeper.engine.record import case_index, iter_cases
+    from gatekeeper.engine.record import case_index, iter_cases, score_columns
 
     index = case_index(record)
+    columns = score_columns(record)
+    scores = sum(int((col.status >= 0).sum()) for col in columns.metrics.values())
+    if scores > MAX_RUN_TESTCASES:
+        _junit_run_summary(root, record, columns)
+        return root
     suites: dict[str, ET.Element] = {}
     counts: dict[str, dict[str, int]] = {}
     for row in iter_cases(record):  # streamed from cases.jsonl (record format 2)
@@ -72,6 +83,78 @@ def _junit_run(record: dict[str, Any]) -> ET.Element:
         for key, value in counts[sname].items():
             el.set(key, str(value))
     return root
+
+
+def _junit_run_summary(root: ET.Element, record: dict[str, Any], columns: Any) -> None:
+    """A large run: per suite × model, a testcase per metric with its counts (a failure when
+    any case failed, an error when any errored), then the first failing cases of each metric."""
+    import numpy as np
+
+    from gatekeeper.engine.record import case_index, rows_at
+    from gatekeeper.engine.score_columns import ERROR
+    from gatekeeper.reports.analysis import case_suites
+
+    index = case_index(record)
+    suites_of_cases = case_suites(index, columns.keys)  # without reading every entry of a large index
+    names = sorted(set(suites_of_cases))
+    suite_of_row = np.array([names.index(s) for s in suites_of_cases], dtype=np.int64)[columns.case] \
+        if len(columns) else np.zeros(0, dtype=np.int64)
+    plan: list[tuple[ET.Element, str, str, list[int]]] = []
+    for s_index, suite_name in enumerate(names):
+        for m_index, model in enumerate(columns.models):
+            rows = (suite_of_row == s_index) & (columns.model == m_index)
+            if not rows.any():
+                continue
+            el = _el(root, "testsuite", name=f"{suite_name}[{model}]")
+            counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+            for metric, col in columns.metrics.items():
+                mine = rows & (col.status >= 0)
+                n = int(mine.sum())
+                if not n:
+                    continue
+                errored = mine & (col.status == ERROR)
+                nodata = mine & ~errored & np.isnan(col.value)
+                failed = mine & ~errored & ~nodata & (col.passed == 0)
+                tally = {"passed": int((mine & ~errored & ~nodata & (col.passed == 1)).sum()),
+                         "failed": int(failed.sum()), "nodata": int(nodata.sum()), "errors": int(errored.sum())}
+                text = f"{metric}: {n} cases, " + ", ".join(f"{v} {k}" for k, v in tally.items())
+                tc = _el(el, "testcase", classname=f"{suite_name}.{model}", name=f"[{metric}] all {n} cases")
+                counts["tests"] += 1
+                if tally["errors"]:
+                    _el(tc, "error", text, message=_msg(text))
+                    counts["errors"] += 1
+                elif tally["failed"]:
+                    _el(tc, "failure", text, message=_msg(text))
+                    counts["failures"] += 1
+                else:
+                    _el(tc, "system-out", text)
+                bad = np.flatnonzero(failed | errored)
+                if len(bad):
+                    plan.append((el, suite_name, metric, bad[:MAX_CASES].tolist()))
+                    if len(bad) > MAX_CASES:
+                        plan.append((el, suite_name, metric, [-len(bad)]))
+            for key, value in counts.items():
+                el.set(key, str(value))
+    full = rows_at(record, (i for _, _, _, shown in plan for i in shown if i >= 0))
+    for el, suite_name, metric, shown in plan:
+        for i in shown:
+            if i < 0:  # how many failing cases were left out
+                _el(el, "testcase", classname=f"{suite_name}.cases", name=f"{-i - MAX_CASES} more failing [{metric}]")
+                _el(el[-1], "skipped", message=f"{MAX_CASES} of {-i} shown: see report.html or the run's cases.jsonl")
+                el.set("tests", str(int(el.get("tests", "0")) + 1))
+                el.set("skipped", str(int(el.get("skipped", "0")) + 1))
+                continue
+            row = full[i]
+            score = row["scores"][metric]
+            case = index[row["key"]]
+            epoch = f"#{row['epoch']}" if row["epoch"] else ""
+            tc = _el(el, "testcase", classname=f"{suite_name}.{row['model']}", name=f"{case['id']}{epoch}[{metric}]",
+                     time=f"{(row['latency_ms'] or 0) / 1000:.3f}")
+            message = f"{metric}={fmt(score['value'])}: {score['reason']}"
+            tag = "error" if score["status"] == "error" else "failure"
+            _el(tc, tag, message if tag == "error" else f"{message}\n\noutput:\n{row['output']}", message=_msg(message))
+            el.set("tests", str(int(el.get("tests", "0")) + 1))
+            el.set(f"{tag}s", str(int(el.get(f"{tag}s", "0")) + 1))
 
 
 def _junit_check(record: dict[str, Any]) -> ET.Element:
@@ -170,7 +253,8 @@ def _regressed_cases(root: ET.Element, record: dict[str, Any]) -> None:
 
 class JUnitReporter(Reporter):
     name = "junit"
-    description = "JUnit XML: a testcase per case × metric (run) or per metric × slice verdict (check)"
+    description = ("JUnit XML: a testcase per case × metric (run; per metric plus the failing cases for a large "
+                   "run) or per metric × slice verdict (check)")
 
     def write(self, record: dict[str, Any], out_dir: Path) -> Path:
         root = _junit_check(record) if record["kind"] == "check" else _junit_run(record)

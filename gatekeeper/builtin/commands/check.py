@@ -37,16 +37,18 @@ class CheckCommand(Command):
         )
 
     def run(self, args: argparse.Namespace, session: Session) -> int:
+        from gatekeeper.engine.session import few_collections
         from gatekeeper.gate.check import run_check
         from gatekeeper.gate.decision import EXIT_CODES
 
         session.use_engine(args.engine)
-        record, written = run_check(
-            session, paths=args.paths, keyword=args.keyword, marker=args.marker,
-            candidate=args.candidate, baseline=args.baseline, policy_path=args.policy, out=args.out,
-            provenance=args.provenance, formats=args.formats, progress=not args.no_progress,
-            policy_change=args.accept_policy_change, confirm_load_rate=args.confirm_load_rate,
-        )
+        with few_collections():
+            record, written = run_check(
+                session, paths=args.paths, keyword=args.keyword, marker=args.marker,
+                candidate=args.candidate, baseline=args.baseline, policy_path=args.policy, out=args.out,
+                provenance=args.provenance, formats=args.formats, progress=not args.no_progress,
+                policy_change=args.accept_policy_change, confirm_load_rate=args.confirm_load_rate,
+            )
         print_decision(session, record)
         session.echo("wrote " + ", ".join(str(p) for p in written))
         return int(EXIT_CODES[record["decision"]])

@@ -50,9 +50,9 @@ def print_generation_errors(session: Any, record: dict[str, Any], limit: int = 3
     """The distinct reasons outputs are missing, most frequent first, so exit 5 is explained."""
     from collections import Counter
 
-    from gatekeeper.engine.record import score_rows
+    from gatekeeper.engine.record import score_columns
 
-    reasons = Counter(row["error"] for row in score_rows(record) if row.get("error"))
+    reasons = Counter(score_columns(record).errors.values())
     for reason, n in reasons.most_common(limit):
         session.echo(f"error ({n} case{'s' if n != 1 else ''}): {reason}")
     if len(reasons) > limit:
@@ -75,7 +75,9 @@ class RunCommand(Command):
         )
 
     def run(self, args: argparse.Namespace, session: Session) -> int:
-        from gatekeeper.engine.results import identity_entry, new_run_id, run_record
+        from gatekeeper.engine.record import CaseWriter
+        from gatekeeper.engine.results import identity_entry, new_run_id, row_sink, run_record
+        from gatekeeper.engine.session import few_collections
         from gatekeeper.types import UsageError
 
         session.use_engine(args.engine)
@@ -87,15 +89,19 @@ class RunCommand(Command):
         model = session.load_model(spec)
         run_id = new_run_id()
         label = str(spec)
-        results, stats = session.run(
-            {label: model}, suites, run_id=run_id, specs={label: str(spec)}, progress=not args.no_progress
-        )
         out = args.out or session.config.path(session.config.out)
-        record = run_record(  # the rows stream to out/cases.jsonl (record format 2)
+        writer = CaseWriter(out, session.config.record.max_inline_bytes)  # rows stream to out/cases.jsonl
+        try:
+            with few_collections():
+                _, stats = session.run({label: model}, suites, run_id=run_id, specs={label: str(spec)},
+                                       progress=not args.no_progress, sink=row_sink(writer))
+        except BaseException:
+            writer.abort()
+            raise
+        record = run_record(
             run_id=run_id, models={label: identity_entry(str(spec), model.identity)}, suites=suites,
-            results=results, stats=stats, versions=session.host.versions(),
-            selection={"paths": args.paths, "k": args.keyword, "m": args.marker},
-            directory=out, max_inline_bytes=session.config.record.max_inline_bytes,
+            results=[], stats=stats, versions=session.host.versions(),
+            selection={"paths": args.paths, "k": args.keyword, "m": args.marker}, writer=writer,
         )
         session.host.hook.gatekeeper_run_finish(run_id=run_id, record=record)
         written = session.write_reports(record, out, args.formats)
