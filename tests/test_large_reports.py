@@ -193,7 +193,7 @@ def _ordered(models: Any) -> list[str]:
 
 def _row_means(rows: list[dict[str, Any]], metric: str, measure: str = "value",
                keep: Any = None) -> dict[str, dict[str, float]]:
-    """The row-by-row code: model -> case key -> mean over epochs (gate.decision.score_table + sum/len)."""
+    """The row-by-row code: model -> case key -> mean over epochs (what gate.decision.score_table did, + sum/len)."""
     values: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         score = row["scores"].get(metric)

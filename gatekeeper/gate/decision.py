@@ -34,41 +34,11 @@ class Reason:
 
 @dataclass
 class ScoreTable:
-    """One metric's per-case values for each model, epochs kept apart."""
+    """The NODATA and ERROR tallies of a label-distribution metric, per model."""
 
-    values: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(dict))
     nodata: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     first_error: dict[str, str] = field(default_factory=dict)
-
-
-def score_table(rows: Iterable[Mapping[str, Any]], metric: str, case_index: Mapping[str, Any],
-                suite: str | None = None, measure: str = "value") -> ScoreTable:
-    """Per-case values of ``metric`` (or its pass/fail as 1/0 when ``measure`` is ``passed``)."""
-    table = ScoreTable()
-    for row in rows:
-        if suite is not None and case_index[row["key"]]["suite"] != suite:
-            continue
-        score = row["scores"].get(metric)
-        if score is None:
-            continue
-        label = row["model"]
-        if score["status"] == "error":
-            table.errors[label] += 1
-            table.first_error.setdefault(label, score["reason"])
-        elif score["value"] is None or (measure == "passed" and score["passed"] is None):
-            table.nodata[label] += 1
-        else:
-            value = float(score["passed"]) if measure == "passed" else float(score["value"])
-            table.values[label].setdefault(row["key"], []).append(value)
-    return table
-
-
-def _means(values: Mapping[str, list[float]], keys: Iterable[str] | None = None) -> dict[str, float]:
-    from gatekeeper.gate.stats import average_epochs
-
-    wanted = set(keys) if keys is not None else None
-    return average_epochs({k: v for k, v in values.items() if wanted is None or k in wanted})
 
 
 def _fmt(x: float | None) -> str:
