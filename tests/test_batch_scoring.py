@@ -6,7 +6,6 @@ with the batch paths as with per-case scoring."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import pickle
 import random
@@ -19,8 +18,7 @@ from gatekeeper.builtin.scoring import evaluators as ev
 from gatekeeper.kinds import Evaluator
 from gatekeeper.testing import Project
 from gatekeeper.types import Case, Generation, Score, Span
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.large_support import bench_module
 
 # --------------------------------------------------------------------------- a varied corpus
 
@@ -279,11 +277,7 @@ def test_result_decides_the_verdict_from_the_threshold_as_before() -> None:
 
 
 def _bench_module() -> object:
-    spec = importlib.util.spec_from_file_location("large_suites_bench", REPO / "bench/large_suites.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module()
 
 
 def _check(root: Path) -> tuple[dict[str, object], list[dict[str, object]]]:

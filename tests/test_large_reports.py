@@ -4,7 +4,6 @@ computed over the score columns say what the row-by-row code said."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -21,6 +20,7 @@ from gatekeeper.engine.results import MAX_RECORDED_TEXT, SPANS_KEPT, result_row
 from gatekeeper.reports import analysis
 from gatekeeper.testing import Project
 from gatekeeper.types import Case, CaseResult, Generation, Score, Span
+from tests.large_support import bench_module
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,11 +155,7 @@ def test_epoch_means_add_left_to_right_as_sum_does() -> None:
 
 
 def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location("large_suites_bench", REPO / "bench/large_suites.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module()
 
 
 @pytest.fixture(scope="module")

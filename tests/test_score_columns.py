@@ -3,11 +3,9 @@ chunked and streamed runs that write the same record, templates without syntax n
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,17 +17,12 @@ from gatekeeper.engine.templates import ENV, StaticText, compile_template, rende
 from gatekeeper.gate import stats
 from gatekeeper.gate.score_tables import MetricMeans
 from gatekeeper.testing import Project
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "large_suites.py"
+from tests.large_support import bench_module
 
 
 def _bench_project(project: Project, n: int) -> None:
     """bench/large_suites.py's project (10 metrics, 12 topic slices, clusters of 5) with n cases."""
-    spec = importlib.util.spec_from_file_location("large_suites", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.write_project(project.path, n)
+    bench_module().write_project(project.path, n)
 
 
 def _check(project: Project, out: str) -> Any:
