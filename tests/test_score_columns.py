@@ -235,3 +235,28 @@ def test_k_selects_from_a_streamed_dataset_and_a_changed_dataset_stops_the_run(p
     assert result.exit_code == 4, result.output
     assert "the dataset changed after the suite was loaded" in result.output
     assert "cases.jsonl" in result.output
+
+
+def test_a_recording_is_replayed_from_its_file_and_not_once_it_changed(tmp_path: Path) -> None:
+    import asyncio
+
+    from gatekeeper.builtin.providers.local import ReplayModel
+    from gatekeeper.types import Case, GenerationRequest, ModelSpec, UsageError
+
+    path = tmp_path / "rec.jsonl"
+    path.write_text('{"id": "a", "output": "first", "latency_ms": 12.5}\n{"id": "a", "epoch": 1, "output": "again"}\n'
+                    '{"id": "b", "output": "bee"}\n')
+    model = ReplayModel(path, ModelSpec.parse(f"replay:{path}"))
+    assert model.offsets == {0: {"a": 0, "b": 94}, 1: {"a": 51}}  # where each row is, not the rows
+
+    def ask(case_id: str, epoch: int = 0) -> GenerationRequest:
+        return GenerationRequest(case=Case(id=case_id, suite="s", messages=()), messages=(), epoch=epoch)
+
+    got = asyncio.run(model.generate([ask("a"), ask("a", 1), ask("b", 3), ask("c")]))
+    assert [(g.text, g.latency_ms, g.error) for g in got] == [
+        ("first", 12.5, None), ("again", None, None), ("bee", None, None),
+        ("", None, "no recorded output for case 'c'")]
+    asyncio.run(model.aclose())
+    path.write_text(path.read_text().replace("bee", "wasp"))
+    with pytest.raises(UsageError, match="the recording changed after it was loaded"):
+        asyncio.run(model.generate([ask("b")]))
