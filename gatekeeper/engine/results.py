@@ -14,10 +14,9 @@ import platform
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-from gatekeeper.engine.record import DEFAULT_MAX_INLINE_BYTES, RECORD_FORMAT, BlobStore, CaseWriter, score_columns
+from gatekeeper.engine.record import RECORD_FORMAT, BlobStore, CaseWriter, score_columns
 from gatekeeper.engine.runner import RunStats
 from gatekeeper.engine.score_columns import columns_of, summary
 from gatekeeper.engine.suites import Suite
@@ -334,18 +333,16 @@ def run_record(
     run_id: str,
     models: dict[str, dict[str, Any]],
     suites: Sequence[Suite],
-    results: Iterable[CaseResult],
     stats: RunStats,
     versions: dict[str, str],
     selection: dict[str, Any] | None = None,
-    directory: Path | None = None,
-    max_inline_bytes: int = DEFAULT_MAX_INLINE_BYTES,
+    results: Iterable[CaseResult] = (),
     writer: CaseWriter | None = None,
 ) -> dict[str, Any]:
-    """The run record. With ``directory``, each row is written to the per-case files there as
-    ``results`` yields it (format 2, :mod:`gatekeeper.engine.record`) and the record holds
-    views over them; with ``writer``, the rows it was given as the run went (:func:`row_sink`)
-    come first; with neither, the rows stay an inline list (written out by the JSON reporter)."""
+    """The run record. With ``writer`` (format 2, :mod:`gatekeeper.engine.record`), the rows it
+    was given as the run went (:func:`row_sink`) are on disk: the case index is written beside
+    them and the record holds views over both; without, ``results`` become an inline list of
+    rows (written out by the JSON reporter)."""
     record: dict[str, Any] = {
         "schema": RESULTS_SCHEMA,
         "record_format": RECORD_FORMAT,
@@ -357,17 +354,11 @@ def run_record(
         "selection": selection or {},
         "stats": asdict(stats),
     }
-    if directory is None and writer is None:
+    if writer is None:
         rows = [result_row(r) for r in results]
         record.update(summary=summary(columns_of(rows)), case_index=case_index(suites), cases=rows)
     else:
-        if writer is None:
-            assert directory is not None
-            writer = CaseWriter(directory, max_inline_bytes)
         try:
-            add = row_sink(writer)
-            for result in results:
-                add(result)
             writer.write_index(case_index_entries(suites))
         except BaseException:
             writer.abort()

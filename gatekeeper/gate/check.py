@@ -139,7 +139,7 @@ def run_check(
     record = run_record(
         run_id=run_id,
         models={k: identity_entry(specs[k], m.identity) for k, m in models.items()},
-        suites=suites, results=[], stats=stats, versions=session.host.versions(),
+        suites=suites, stats=stats, versions=session.host.versions(),
         selection={"paths": paths, "k": keyword, "m": marker}, writer=writer,
     )
     scores = rec.score_columns(record)  # kept from writing: no re-read

@@ -75,7 +75,7 @@ def write_record(state: GatekeeperState, parts: list[dict[str, Any]], out: Path)
     for name, entry in suites.items():
         entry["cases"] = sum(1 for c in case_index.values() if c["suite"] == name)
     run_id = new_run_id()
-    record = run_record(run_id=run_id, models=models, suites=[], results=[], stats=RunStats(),
+    record = run_record(run_id=run_id, models=models, suites=[], stats=RunStats(),
                         versions=session.host.versions(),
                         selection={"paths": [str(p) for p in state.suite_paths], "pytest": True})
     record.update(suites=list(suites.values()), stats=merged_stats(parts), summary=summary(columns_of(rows)),

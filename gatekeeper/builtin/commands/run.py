@@ -100,7 +100,7 @@ class RunCommand(Command):
             raise
         record = run_record(
             run_id=run_id, models={label: identity_entry(str(spec), model.identity)}, suites=suites,
-            results=[], stats=stats, versions=session.host.versions(),
+            stats=stats, versions=session.host.versions(),
             selection={"paths": args.paths, "k": args.keyword, "m": args.marker}, writer=writer,
         )
         session.host.hook.gatekeeper_run_finish(run_id=run_id, record=record)
