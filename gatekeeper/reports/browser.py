@@ -151,7 +151,15 @@ class BrowserPage:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        self._profile.cleanup()
+        # Chromium's helper processes can still be writing into the profile just after the
+        # browser exits ("Directory not empty"): try again for a moment, then leave it to /tmp.
+        for _ in range(30):
+            try:
+                self._profile.cleanup()
+                return
+            except OSError:
+                time.sleep(0.1)
+        shutil.rmtree(self._profile.name, ignore_errors=True)
 
     def _wait_for_port(self, path: Path) -> int:
         deadline = time.monotonic() + self.timeout_s
