@@ -23,6 +23,7 @@ The result is a directory to point ``NLTK_DATA`` at (``make nltk-data`` builds
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import unicodedata
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from gatekeeper import PluginError
@@ -199,7 +200,8 @@ def build_punkt(database: Path, out: Path) -> None:
 
     trainer = PunktTrainer()
     trainer.INCLUDE_ALL_COLLOCS = True
-    trainer.train(glosses(database), finalize=True)
+    with _no_regex_time_limit():
+        trainer.train(glosses(database), finalize=True)
     params = trainer.get_params()
     params.abbrev_types.update(COMMON_ABBREVIATIONS)
     tokenizer = PunktSentenceTokenizer(params)
@@ -210,6 +212,25 @@ def build_punkt(database: Path, out: Path) -> None:
     zip_dir(staging.parent, out / "tokenizers" / "punkt_tab.zip", "punkt_tab")
     zip_dir(staging.parent, out / "tokenizers" / "punkt.zip", "punkt")
     shutil.rmtree(staging.parent)
+
+
+@contextlib.contextmanager
+def _no_regex_time_limit() -> Iterator[None]:
+    """NLTK 3.10 runs its tokenizers' patterns under a wall-clock limit (``nltk.redos``, 5 s
+    a match) against hostile patterns; training reads all the glosses as one line, which on
+    a loaded machine takes longer. The pattern is NLTK's own and the text ours: lifted for
+    the training only (and not there at all before 3.10)."""
+    try:
+        from nltk import redos
+    except ImportError:
+        yield
+        return
+    saved = redos.DEFAULT_TIMEOUT
+    redos.DEFAULT_TIMEOUT = None
+    try:
+        yield
+    finally:
+        redos.DEFAULT_TIMEOUT = saved
 
 
 def _save_params(params: object, directory: Path) -> None:
