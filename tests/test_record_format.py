@@ -11,6 +11,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gatekeeper.testing import Project, run_paired_check, write_paired_project
@@ -87,6 +88,7 @@ def test_an_evidence_bundle_carries_the_case_files_and_catches_an_edited_one(
         members = {name: zf.read(name) for name in zf.namelist()}
     assert members["run/cases.jsonl"] == (project.path / "out/cases.jsonl").read_bytes()
     assert "run/case_index.jsonl" in members
+    assert members["run/scores.npz"] == (project.path / "out/scores.npz").read_bytes()
     assert project.run("evidence", "verify", "bundle.zip").exit_code == 0
 
     # An attacker edits one case and rewrites the manifest's hashes: decision.json still names the old hash.
@@ -104,6 +106,49 @@ def test_an_evidence_bundle_carries_the_case_files_and_catches_an_edited_one(
     verified = project.run("evidence", "verify", "forged.zip")
     assert verified.exit_code != 0
     assert "run/cases.jsonl: hashes to" in verified.output and "(a case was edited)" in verified.output
+
+
+def test_readers_load_the_score_columns_the_record_hashed_and_parse_the_rows_otherwise(
+        project: Project, checked_once: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatekeeper.engine import record as rec
+    from gatekeeper.engine.score_columns import columns_of
+
+    stored = _checked(project, checked_once)
+    out = project.path / "out"
+    entry = stored["case_files"]["scores"]
+    assert entry == {"path": "scores.npz", "sha256": _sha(out / "scores.npz"), "rows": 2 * N,
+                     "bytes": (out / "scores.npz").stat().st_size}
+    parsed = columns_of(json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines())
+
+    def no_parsing(path: Path):  # the rows are not read to make the columns
+        raise AssertionError(f"{path} parsed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rec, "_read_lines_at", no_parsing)
+        loaded = rec.score_columns(rec.load(out))
+        assert loaded.keys == parsed.keys and list(loaded.metrics) == list(parsed.metrics)
+        assert loaded.metrics["facts"].passed.tolist() == parsed.metrics["facts"].passed.tolist()
+        row = rec.rows_at(rec.load(out), [5])[5]  # a whole row, found by the saved offset
+        assert row == json.loads((out / "cases.jsonl").read_text().splitlines()[5])
+
+    # A scores.npz that is not the one the record hashed is not used, and every reader says so.
+    with np.load(out / "scores.npz") as archive:
+        arrays = dict(archive)
+    arrays["passed_0"] = np.ones_like(arrays["passed_0"])  # every case made to pass
+    np.savez(out / "scores.npz", **arrays)
+    fallback = rec.score_columns(rec.load(out))
+    assert fallback.metrics["facts"].passed.tolist() == parsed.metrics["facts"].passed.tolist()
+    status = project.run("status", "out")
+    assert status.exit_code == 4 and "scores.npz was changed after the record was written" in status.stderr
+    report = project.run("report", "out", "--format", "html")
+    assert report.exit_code == 4 and "TAMPERED" in report.stderr
+
+    # A format-2 record written before scores.npz existed is read from its rows.
+    (out / "scores.npz").unlink()
+    record = rec.load(out)
+    del record["case_files"]["scores"]
+    rec.attach(record, out)
+    assert rec.score_columns(record).metrics["facts"].passed.tolist() == parsed.metrics["facts"].passed.tolist()
 
 
 def test_an_older_inline_record_still_renders(project: Project, checked_once: Path) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from gatekeeper.engine import runner as runner_mod
+from gatekeeper.engine import score_columns
 from gatekeeper.engine.score_columns import columns_of, summary
 from gatekeeper.engine.templates import ENV, StaticText, compile_template, render_bounded
 from gatekeeper.gate import stats
@@ -160,6 +162,39 @@ def test_the_summary_counts_each_model_and_metric() -> None:
     assert got["candidate"]["m"] == {"passed": 2, "failed": 0, "nodata": 0, "error": 1, "n": 3,
                                      "mean": round((0.3 + 0.9 + 0.4) / 3, 6)}
     assert got["baseline"]["other"]["n"] == 1 and "other" not in got["candidate"]
+
+
+def _same_columns(a: score_columns.ScoreColumns, b: score_columns.ScoreColumns) -> None:
+    assert (a.models, a.keys, a.errors) == (b.models, b.keys, b.errors)
+    for name in ("model", "case", "epoch", "error"):
+        assert getattr(a, name).tolist() == getattr(b, name).tolist(), name
+    assert list(a.metrics) == list(b.metrics)
+    for metric, col in a.metrics.items():
+        other = b.metrics[metric]
+        assert np.array_equal(col.value, other.value, equal_nan=True)
+        assert col.passed.tolist() == other.passed.tolist() and col.status.tolist() == other.status.tolist()
+        assert (col.reasons, col.labels) == (other.reasons, other.labels)
+
+
+def test_saved_columns_load_back_equal_and_a_wrong_file_is_not_an_index(tmp_path: Path) -> None:
+    rows = [*ROWS, _row("s::f", "candidate", 0,
+                        {"m": {**_score(0.0, False), "details": {"labels": ["toxic", "ünïcode"]}}})]
+    columns = columns_of(rows)
+    offsets = [i * 100 for i in range(len(rows))]
+    path = tmp_path / "scores.npz"
+    score_columns.save(columns, offsets, path)
+    loaded, loaded_offsets = score_columns.load(path, len(rows))
+    _same_columns(loaded, columns)
+    assert loaded_offsets.tolist() == offsets
+    assert loaded.metrics["m"].labels == {len(rows) - 1: ["toxic", "ünïcode"]}
+    assert loaded.metrics["m"].reasons == {3: "no verdict", 7: "judge raised"}
+    assert summary(loaded) == summary(columns)
+
+    with pytest.raises(score_columns.NotAnIndex, match="not a version-1 index of 13 rows"):
+        score_columns.load(path, len(rows) + 1)  # the rows it indexes are not these
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(score_columns.NotAnIndex, match=r"junk\.npz: unreadable"):
+        score_columns.load(tmp_path / "junk.npz", len(rows))
 
 
 @pytest.mark.parametrize("text", ["Answer only from the passage.", "a }} b", "# heading", "  spaced  ",

@@ -10,6 +10,11 @@ Format 2 keeps the decision, summaries and metric statistics in ``decision.json`
     one result row per line, written as the rows are made (never all in one string);
 ``case_index.jsonl``
     one line per case asked: ``{"key": ..., <the case_index entry>}``;
+``scores.npz``
+    every score as columns, with each row's byte offset in ``cases.jsonl``
+    (:mod:`gatekeeper.engine.score_columns`): what ``report`` and ``evidence`` read
+    instead of parsing every row again (a record without it — written before it existed, or
+    whose copy does not match its hash — is read from ``cases.jsonl`` as before);
 ``blobs/<sha256>.gz``
     an output, span text, span list or detail longer than ``record.max_inline_bytes``,
     stored once (gzip) under the SHA-256 of its UTF-8 text and referenced from the rows.
@@ -43,7 +48,12 @@ from gatekeeper.engine.jsonline import dumps_line, loads_line
 from gatekeeper.types import UsageError
 
 if TYPE_CHECKING:  # numpy is imported by the score columns, not by `--help`'s import of this module
+    import numpy as np
+
     from gatekeeper.engine.score_columns import ScoreColumns
+
+    Offsets = Sequence[int] | np.ndarray
+    """Each row's byte offset in ``cases.jsonl`` (a list while writing, an array once saved)."""
 
 RECORD_FORMAT = 2
 """The newest record format this version writes and reads (1: inline ``cases``)."""
@@ -51,9 +61,12 @@ FORMAT_KEY = "record_format"
 FILES_KEY = "case_files"
 CASES_FILE = "cases.jsonl"
 INDEX_FILE = "case_index.jsonl"
+SCORES_FILE = "scores.npz"
 BLOB_DIR = "blobs"
-PER_CASE_NAMES = (CASES_FILE, INDEX_FILE, BLOB_DIR)
+PER_CASE_NAMES = (CASES_FILE, INDEX_FILE, SCORES_FILE, BLOB_DIR)
 """What a format-2 record keeps beside it (removed with the previous record)."""
+HASHED_FILES = ("cases", "case_index", "scores")
+"""The ``case_files`` entries that name one file each (``blobs`` names many)."""
 DEFAULT_MAX_INLINE_BYTES = 65_536
 IN_MEMORY_KEYS = ("attestations", "_written")
 """Keys handed to reporters beside the record and never stored (see gate.attestations)."""
@@ -155,6 +168,24 @@ def content_sha256(path: Path, fh: IO[bytes] | None = None) -> str:
     return digest.hexdigest()
 
 
+_HASHED: dict[tuple[str, int, int], str] = {}
+"""(path, size, mtime) → content SHA-256 of the files this process has hashed: the readers
+check a record's files once (a million-case ``cases.jsonl`` is gigabytes), not per reader."""
+
+
+def file_sha256(path: Path) -> str:
+    """:func:`content_sha256` of a file on disk, hashed once per process while it is unchanged."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    found = _HASHED.get(key)
+    if found is None:
+        found = content_sha256(path)
+        if len(_HASHED) > 10_000:
+            _HASHED.clear()
+        _HASHED[key] = found
+    return found
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -197,8 +228,8 @@ class CaseWriter:
 
     ``add_row`` each result row as it is made (the row goes to disk, its scores to the
     :class:`~gatekeeper.engine.score_columns.ColumnsBuilder` the statistics read),
-    ``write_index`` the cases asked, then ``close`` returns the ``case_files`` entry the
-    record file keeps.
+    ``write_index`` the cases asked, then ``close`` writes the score columns
+    (``scores.npz``) and returns the ``case_files`` entry the record file keeps.
     """
 
     def __init__(self, directory: Path, max_inline_bytes: int = DEFAULT_MAX_INLINE_BYTES) -> None:
@@ -207,6 +238,8 @@ class CaseWriter:
         from gatekeeper.engine.score_columns import ColumnsBuilder
 
         self.scores = ColumnsBuilder()
+        self.columns: ScoreColumns | None = None
+        """The built columns, once :meth:`close` has run."""
         self.offsets: list[int] = []
         self._cases = _HashedLines(directory / CASES_FILE)
         self._index: dict[str, Any] | None = None
@@ -243,9 +276,20 @@ class CaseWriter:
     def close(self) -> dict[str, Any]:
         if self._index is None:
             self.write_index({})
-        files = {"cases": self._cases.close(), "case_index": self._index,
+        cases = self._cases.close()
+        files = {"cases": cases, "case_index": self._index, "scores": self._write_scores(cases["rows"]),
                  "blobs": dict(sorted(self.blobs.entries.items()))}
         return files
+
+    def _write_scores(self, rows: int) -> dict[str, Any]:
+        from gatekeeper.engine import score_columns
+
+        self.columns = self.scores.build()
+        path = self.directory / SCORES_FILE
+        tmp = path.with_name(f".{path.name}.tmp")
+        score_columns.save(self.columns, self.offsets, tmp)
+        os.replace(tmp, path)
+        return {"path": SCORES_FILE, "sha256": content_sha256(path), "rows": rows, "bytes": path.stat().st_size}
 
     def abort(self) -> None:
         self._cases.abort()
@@ -256,7 +300,8 @@ class CaseWriter:
         record[FORMAT_KEY] = RECORD_FORMAT
         record[FILES_KEY] = files
         location = _Location(self.directory)
-        record["cases"] = CaseRows(location, files["cases"], columns=self.scores.build(), offsets=self.offsets)
+        record["cases"] = CaseRows(location, files["cases"], files["scores"], columns=self.columns,
+                                   offsets=self.offsets)
         record["case_index"] = CaseIndex(location, files["case_index"], data=self._index_data,
                                          offsets=self._index_offsets, fields=self._index_fields)
         return record
@@ -319,7 +364,7 @@ def file_paths(record: Mapping[str, Any]) -> list[str]:
     files = record.get(FILES_KEY) or {}
     if record_format(record) < 2 or not isinstance(files, dict):
         return []
-    out = [str(files[k]["path"]) for k in ("cases", "case_index") if isinstance(files.get(k), dict)]
+    out = [str(files[k]["path"]) for k in HASHED_FILES if isinstance(files.get(k), dict)]
     out += [str(b["path"]) for b in (files.get("blobs") or {}).values() if isinstance(b, dict)]
     return out
 
@@ -329,8 +374,7 @@ def expected_hashes(record: Mapping[str, Any]) -> dict[str, str]:
     files = record.get(FILES_KEY) or {}
     if record_format(record) < 2 or not isinstance(files, dict):
         return {}
-    out = {str(files[k]["path"]): str(files[k]["sha256"]) for k in ("cases", "case_index")
-           if isinstance(files.get(k), dict)}
+    out = {str(files[k]["path"]): str(files[k]["sha256"]) for k in HASHED_FILES if isinstance(files.get(k), dict)}
     out.update({str(b["path"]): sha for sha, b in (files.get("blobs") or {}).items() if isinstance(b, dict)})
     return out
 
@@ -349,7 +393,7 @@ def verify_files(record: Mapping[str, Any], directory: Path | None = None) -> li
         if not path.is_file():
             problems.append(f"{rel} is missing (the record names it with sha256 {sha[:12]}…)")
             continue
-        found = content_sha256(path)
+        found = file_sha256(path)
         if found != sha:
             problems.append(f"{rel} was changed after the record was written: it hashes to {found[:12]}…, "
                             f"the record holds {sha[:12]}…")
@@ -371,18 +415,23 @@ class CaseRows(Sequence[dict[str, Any]]):
 
     Iterating reads one line at a time; ``len`` comes from the record; indexing streams
     to the row. ``columns`` holds the run's :class:`ScoreColumns` when the rows were just
-    written (the check uses them instead of re-reading the file).
+    written (the check uses them instead of re-reading the file); a reader loads them from
+    ``scores`` (the record's ``scores.npz`` entry) when that file matches its hash.
     """
 
-    def __init__(self, location: _Location, entry: Mapping[str, Any],
-                 columns: ScoreColumns | None = None, offsets: list[int] | None = None) -> None:
+    def __init__(self, location: _Location, entry: Mapping[str, Any], scores: Mapping[str, Any] | None = None,
+                 columns: ScoreColumns | None = None, offsets: Offsets | None = None) -> None:
         self._location = location
         self.entry = dict(entry)
+        self.scores = dict(scores) if isinstance(scores, Mapping) else None
         self.columns = columns
         self.offsets = offsets
 
     def read_index(self) -> ScoreColumns:
-        """The score columns and line offsets, read in one pass (kept: later calls are free)."""
+        """The score columns and line offsets: from ``scores.npz`` when it is the file the record
+        names, else read from ``cases.jsonl`` in one pass (kept: later calls are free)."""
+        if (self.columns is None or self.offsets is None) and self.scores is not None:
+            self.columns, self.offsets = self._stored_index(self.scores)
         if self.columns is None or self.offsets is None:
             from gatekeeper.engine.score_columns import ColumnsBuilder
 
@@ -393,6 +442,20 @@ class CaseRows(Sequence[dict[str, Any]]):
                 builder.add(row)
             self.columns, self.offsets = builder.build(), offsets
         return self.columns
+
+    def _stored_index(self, entry: Mapping[str, Any]) -> tuple[ScoreColumns | None, Offsets | None]:
+        """The columns saved beside the rows, or ``(None, None)`` when they or the rows are not
+        the files the record hashed (``verify_files`` reports which), or they do not load."""
+        from gatekeeper.engine import score_columns
+
+        path = self._location.directory / str(entry.get("path") or SCORES_FILE)
+        for file, sha in ((path, entry.get("sha256")), (self.path, self.entry.get("sha256"))):
+            if not file.is_file() or file_sha256(file) != sha:
+                return None, None
+        try:
+            return score_columns.load(path, len(self))
+        except score_columns.NotAnIndex:
+            return None, None
 
     def rows_at(self, positions: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Whole rows by position, read by seeking to their lines (not by reading the file)."""
@@ -566,7 +629,7 @@ def attach(record: dict[str, Any], directory: Path, where: str | Path | None = N
         raise RecordFilesError(f"a format-{record_format(record)} record without {FILES_KEY}.cases",
                                file=str(where or directory), field=FILES_KEY)
     location = _Location(directory)
-    record["cases"] = CaseRows(location, files["cases"])
+    record["cases"] = CaseRows(location, files["cases"], files.get("scores"))
     record["case_index"] = CaseIndex(location, files.get("case_index") or {"path": INDEX_FILE, "rows": 0})
     return record
 

@@ -10,16 +10,26 @@ row on disk, read back by position (:func:`gatekeeper.engine.record.rows_at`).
 
 Row position ``i`` is the row's line in ``cases.jsonl``: the same ``i`` as the slim score
 rows :meth:`ScoreColumns.rows` yields for readers written against them.
+
+The record keeps the columns beside ``cases.jsonl`` as ``scores.npz`` (:func:`save`): a numpy
+archive (no pickles) of the arrays above, each row's byte offset in ``cases.jsonl``, and one
+JSON member (``meta``) with the strings — model labels, case keys, metric names, generation
+errors, the reasons and labels kept. A reader loads it (:func:`load`) instead of parsing
+every row of ``cases.jsonl`` again; the rows stay the evidence, the columns an index of them.
 """
 
 from __future__ import annotations
 
+import zipfile
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gatekeeper.engine.jsonline import dumps_line, loads_line
 
 ABSENT, OK, NODATA, ERROR = -1, 0, 1, 2
 STATUS_CODES = {"ok": OK, "nodata": NODATA, "error": ERROR}
@@ -226,3 +236,66 @@ def columns_of(rows: Iterable[Mapping[str, Any]]) -> ScoreColumns:
     for row in rows:
         builder.add(row)
     return builder.build()
+
+
+INDEX_VERSION = 1
+"""The layout of ``scores.npz`` (:func:`save`); :func:`load` refuses another."""
+
+
+def save(columns: ScoreColumns, offsets: Sequence[int], path: Path) -> None:
+    """Write ``columns`` and each row's byte offset in ``cases.jsonl`` to ``path`` (``.npz``)."""
+    metrics = list(columns.metrics)
+    meta = {
+        "version": INDEX_VERSION, "rows": len(columns), "models": columns.models, "keys": columns.keys,
+        "metrics": metrics, "errors": {str(i): text for i, text in columns.errors.items()},
+        "reasons": {m: {str(i): r for i, r in col.reasons.items()} for m, col in columns.metrics.items()},
+        "labels": {m: {str(i): v for i, v in col.labels.items()} for m, col in columns.metrics.items() if col.labels},
+    }
+    arrays: dict[str, np.ndarray] = {
+        "meta": np.frombuffer(dumps_line(meta), dtype=np.uint8),
+        "offset": np.asarray(offsets, dtype=np.int64), "model": columns.model, "case": columns.case,
+        "epoch": columns.epoch, "error": columns.error.astype(np.int8),
+    }
+    for j, metric in enumerate(metrics):
+        col = columns.metrics[metric]
+        arrays.update({f"value_{j}": col.value, f"passed_{j}": col.passed, f"status_{j}": col.status})
+    with path.open("wb") as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
+
+
+class NotAnIndex(ValueError):
+    """``scores.npz`` is not an index this version reads (the reader parses ``cases.jsonl`` instead)."""
+
+
+def load(path: Path, rows: int) -> tuple[ScoreColumns, np.ndarray]:
+    """The columns and row offsets :func:`save` wrote for a ``cases.jsonl`` of ``rows`` rows;
+    raises :class:`NotAnIndex` for anything else (another layout, a row count that differs,
+    a damaged archive)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = loads_line(archive["meta"].tobytes())
+            if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION or meta.get("rows") != rows:
+                raise NotAnIndex(f"{path.name}: not a version-{INDEX_VERSION} index of {rows} rows")
+            offsets = archive["offset"]
+            metrics = {
+                metric: MetricColumn(
+                    archive[f"value_{j}"], archive[f"passed_{j}"], archive[f"status_{j}"],
+                    {int(i): r for i, r in meta["reasons"].get(metric, {}).items()},
+                    {int(i): v for i, v in meta["labels"].get(metric, {}).items()},
+                )
+                for j, metric in enumerate(meta["metrics"])
+            }
+            columns = ScoreColumns(
+                models=list(meta["models"]), keys=list(meta["keys"]), model=archive["model"],
+                case=archive["case"], epoch=archive["epoch"], error=archive["error"].astype(bool),
+                errors={int(i): text for i, text in meta["errors"].items()}, metrics=metrics,
+            )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError) as exc:
+        if isinstance(exc, NotAnIndex):
+            raise
+        raise NotAnIndex(f"{path.name}: unreadable ({type(exc).__name__}: {exc})") from None
+    lengths = {len(a) for a in (offsets, columns.model, columns.case, columns.epoch, columns.error)}
+    lengths |= {len(a) for col in metrics.values() for a in (col.value, col.passed, col.status)}
+    if lengths != {rows}:
+        raise NotAnIndex(f"{path.name}: arrays of {sorted(lengths)} rows for {rows} rows")
+    return columns, offsets
