@@ -131,6 +131,13 @@ def test_readers_load_the_score_columns_the_record_hashed_and_parse_the_rows_oth
         row = rec.rows_at(rec.load(out), [5])[5]  # a whole row, found by the saved offset
         assert row == json.loads((out / "cases.jsonl").read_text().splitlines()[5])
 
+        # A large case index (over INDEX_IN_MEMORY entries) finds its entries by the saved offsets.
+        patch.setattr(rec, "INDEX_IN_MEMORY", 10)
+        index = rec.case_index(rec.load(out))
+        assert index["paired::c007"]["id"] == "c007" and len(index) == N
+        patch.setattr(rec.CaseIndex, "_scan", lambda self: (_ for _ in ()).throw(AssertionError("scanned")))
+        assert index["paired::c042"]["id"] == "c042"
+
     # A scores.npz that is not the one the record hashed is not used, and every reader says so.
     with np.load(out / "scores.npz") as archive:
         arrays = dict(archive)

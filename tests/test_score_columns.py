@@ -182,13 +182,20 @@ def test_saved_columns_load_back_equal_and_a_wrong_file_is_not_an_index(tmp_path
     columns = columns_of(rows)
     offsets = [i * 100 for i in range(len(rows))]
     path = tmp_path / "scores.npz"
-    score_columns.save(columns, offsets, path)
+    case_offsets = {key: 40 * i for i, key in enumerate(columns.keys)}
+    score_columns.save(columns, offsets, case_offsets, path)
     loaded, loaded_offsets = score_columns.load(path, len(rows))
     _same_columns(loaded, columns)
     assert loaded_offsets.tolist() == offsets
     assert loaded.metrics["m"].labels == {len(rows) - 1: ["toxic", "ünïcode"]}
     assert loaded.metrics["m"].reasons == {3: "no verdict", 7: "judge raised"}
     assert summary(loaded) == summary(columns)
+    assert score_columns.load_case_offsets(path, len(columns.keys)) == case_offsets
+    other_order = {"s::zz": 0, **{key: 7 + i for i, key in enumerate(reversed(columns.keys))}}
+    score_columns.save(columns, offsets, other_order, path)  # an index with its own order and one more case
+    assert score_columns.load_case_offsets(path, len(other_order)) == other_order
+    with pytest.raises(score_columns.NotAnIndex, match="not an index of 3 cases"):
+        score_columns.load_case_offsets(path, 3)
 
     with pytest.raises(score_columns.NotAnIndex, match="not a version-1 index of 13 rows"):
         score_columns.load(path, len(rows) + 1)  # the rows it indexes are not these

@@ -287,7 +287,7 @@ class CaseWriter:
         self.columns = self.scores.build()
         path = self.directory / SCORES_FILE
         tmp = path.with_name(f".{path.name}.tmp")
-        score_columns.save(self.columns, self.offsets, tmp)
+        score_columns.save(self.columns, self.offsets, self._index_offsets or {}, tmp)
         os.replace(tmp, path)
         return {"path": SCORES_FILE, "sha256": content_sha256(path), "rows": rows, "bytes": path.stat().st_size}
 
@@ -448,12 +448,9 @@ class CaseRows(Sequence[dict[str, Any]]):
         the files the record hashed (``verify_files`` reports which), or they do not load."""
         from gatekeeper.engine import score_columns
 
-        path = self._location.directory / str(entry.get("path") or SCORES_FILE)
-        for file, sha in ((path, entry.get("sha256")), (self.path, self.entry.get("sha256"))):
-            if not file.is_file() or file_sha256(file) != sha:
-                return None, None
+        path = _saved_index(self._location, entry, self.entry)
         try:
-            return score_columns.load(path, len(self))
+            return score_columns.load(path, len(self)) if path else (None, None)
         except score_columns.NotAnIndex:
             return None, None
 
@@ -497,6 +494,17 @@ class CaseRows(Sequence[dict[str, Any]]):
         return f"CaseRows({self.path}, {len(self)} rows)"
 
 
+def _saved_index(location: _Location, scores: Mapping[str, Any], *indexed: Mapping[str, Any]) -> Path | None:
+    """The path of ``scores.npz`` when it and the ``indexed`` files (their ``case_files``
+    entries) are the files the record hashed; else None (the readers parse the files)."""
+    path = location.directory / str(scores.get("path") or SCORES_FILE)
+    for entry in (scores, *indexed):
+        file = location.directory / str(entry.get("path"))
+        if not file.is_file() or file_sha256(file) != entry.get("sha256"):
+            return None
+    return path
+
+
 INDEX_IN_MEMORY = 100_000
 """Case-index entries a reader holds in memory (each has the rendered prompt: ~1.5 KB); a
 larger index is read by seeking to the entries asked for."""
@@ -521,9 +529,11 @@ class CaseIndex(Mapping[str, dict[str, Any]]):
 
     def __init__(self, location: _Location, entry: Mapping[str, Any],
                  data: dict[str, dict[str, Any]] | None = None, offsets: dict[str, int] | None = None,
-                 fields: dict[str, tuple[Any, ...]] | None = None) -> None:
+                 fields: dict[str, tuple[Any, ...]] | None = None, scores: Mapping[str, Any] | None = None) -> None:
         self._location = location
         self.entry = dict(entry)
+        self.scores = dict(scores) if isinstance(scores, Mapping) else None
+        """The record's ``scores.npz`` entry: where each entry is, saved (read instead of scanning)."""
         self._data = data
         self._offsets = offsets
         self._fields = fields
@@ -536,7 +546,9 @@ class CaseIndex(Mapping[str, dict[str, Any]]):
         """The whole index when it is small (read once); None for a large one."""
         if self._data is None and self._offsets is None:
             if int(self.entry.get("rows") or 0) > INDEX_IN_MEMORY:
-                self._scan()
+                self._offsets = self._saved_offsets()
+                if self._offsets is None:
+                    self._scan()
                 return None
             data = {}
             for row in _read_lines(self.path):
@@ -544,6 +556,15 @@ class CaseIndex(Mapping[str, dict[str, Any]]):
                 data[str(key)] = row
             self._data = data
         return self._data
+
+    def _saved_offsets(self) -> dict[str, int] | None:
+        from gatekeeper.engine import score_columns
+
+        path = _saved_index(self._location, self.scores, self.entry) if self.scores else None
+        try:
+            return score_columns.load_case_offsets(path, int(self.entry.get("rows") or 0)) if path else None
+        except score_columns.NotAnIndex:
+            return None
 
     def _scan(self) -> None:
         offsets: dict[str, int] = {}
@@ -560,6 +581,8 @@ class CaseIndex(Mapping[str, dict[str, Any]]):
             data = self._loaded()
             if data is not None:
                 self._fields = {key: _fields_of(entry) for key, entry in data.items()}
+            elif self._fields is None:  # where each entry is came from scores.npz: the fields did not
+                self._scan()
         assert self._fields is not None
         return self._fields
 
@@ -630,7 +653,8 @@ def attach(record: dict[str, Any], directory: Path, where: str | Path | None = N
                                file=str(where or directory), field=FILES_KEY)
     location = _Location(directory)
     record["cases"] = CaseRows(location, files["cases"], files.get("scores"))
-    record["case_index"] = CaseIndex(location, files.get("case_index") or {"path": INDEX_FILE, "rows": 0})
+    record["case_index"] = CaseIndex(location, files.get("case_index") or {"path": INDEX_FILE, "rows": 0},
+                                     scores=files.get("scores"))
     return record
 
 

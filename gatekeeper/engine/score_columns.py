@@ -12,10 +12,12 @@ Row position ``i`` is the row's line in ``cases.jsonl``: the same ``i`` as the s
 rows :meth:`ScoreColumns.rows` yields for readers written against them.
 
 The record keeps the columns beside ``cases.jsonl`` as ``scores.npz`` (:func:`save`): a numpy
-archive (no pickles) of the arrays above, each row's byte offset in ``cases.jsonl``, and one
-JSON member (``meta``) with the strings — model labels, case keys, metric names, generation
-errors, the reasons and labels kept. A reader loads it (:func:`load`) instead of parsing
-every row of ``cases.jsonl`` again; the rows stay the evidence, the columns an index of them.
+archive (no pickles) of the arrays above, each row's byte offset in ``cases.jsonl``, each
+case's byte offset in ``case_index.jsonl``, and JSON members for the strings (``keys``: the
+case keys; ``meta``: model labels, metric names, generation errors, the reasons and labels
+kept). A reader loads it (:func:`load`, :func:`load_case_offsets`) instead of parsing every
+line of ``cases.jsonl`` and ``case_index.jsonl`` again; those stay the evidence, this an
+index of them.
 """
 
 from __future__ import annotations
@@ -242,25 +244,38 @@ INDEX_VERSION = 1
 """The layout of ``scores.npz`` (:func:`save`); :func:`load` refuses another."""
 
 
-def save(columns: ScoreColumns, offsets: Sequence[int], path: Path) -> None:
-    """Write ``columns`` and each row's byte offset in ``cases.jsonl`` to ``path`` (``.npz``)."""
+def save(columns: ScoreColumns, offsets: Sequence[int], case_offsets: Mapping[str, int], path: Path) -> None:
+    """Write ``columns``, each row's byte offset in ``cases.jsonl`` and each case's in
+    ``case_index.jsonl`` (key → offset) to ``path`` (``.npz``)."""
     metrics = list(columns.metrics)
+    index_keys = list(case_offsets)
     meta = {
-        "version": INDEX_VERSION, "rows": len(columns), "models": columns.models, "keys": columns.keys,
+        "version": INDEX_VERSION, "rows": len(columns), "models": columns.models,
         "metrics": metrics, "errors": {str(i): text for i, text in columns.errors.items()},
         "reasons": {m: {str(i): r for i, r in col.reasons.items()} for m, col in columns.metrics.items()},
         "labels": {m: {str(i): v for i, v in col.labels.items()} for m, col in columns.metrics.items() if col.labels},
     }
     arrays: dict[str, np.ndarray] = {
-        "meta": np.frombuffer(dumps_line(meta), dtype=np.uint8),
+        "meta": _json_member(meta), "keys": _json_member(columns.keys),
         "offset": np.asarray(offsets, dtype=np.int64), "model": columns.model, "case": columns.case,
         "epoch": columns.epoch, "error": columns.error.astype(np.int8),
+        "case_offset": np.fromiter(case_offsets.values(), dtype=np.int64, count=len(index_keys)),
     }
+    if index_keys != columns.keys:  # the index lists its cases in another order, or others
+        arrays["case_keys"] = _json_member(index_keys)
     for j, metric in enumerate(metrics):
         col = columns.metrics[metric]
         arrays.update({f"value_{j}": col.value, f"passed_{j}": col.passed, f"status_{j}": col.status})
     with path.open("wb") as fh:
         np.savez(fh, **arrays)  # type: ignore[arg-type]
+
+
+def _json_member(value: Any) -> np.ndarray:
+    return np.frombuffer(dumps_line(value), dtype=np.uint8)
+
+
+def _json_of(archive: Any, name: str) -> Any:
+    return loads_line(archive[name].tobytes())
 
 
 class NotAnIndex(ValueError):
@@ -273,7 +288,7 @@ def load(path: Path, rows: int) -> tuple[ScoreColumns, np.ndarray]:
     a damaged archive)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
-            meta = loads_line(archive["meta"].tobytes())
+            meta = _json_of(archive, "meta")
             if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION or meta.get("rows") != rows:
                 raise NotAnIndex(f"{path.name}: not a version-{INDEX_VERSION} index of {rows} rows")
             offsets = archive["offset"]
@@ -286,7 +301,7 @@ def load(path: Path, rows: int) -> tuple[ScoreColumns, np.ndarray]:
                 for j, metric in enumerate(meta["metrics"])
             }
             columns = ScoreColumns(
-                models=list(meta["models"]), keys=list(meta["keys"]), model=archive["model"],
+                models=list(meta["models"]), keys=list(_json_of(archive, "keys")), model=archive["model"],
                 case=archive["case"], epoch=archive["epoch"], error=archive["error"].astype(bool),
                 errors={int(i): text for i, text in meta["errors"].items()}, metrics=metrics,
             )
@@ -299,3 +314,22 @@ def load(path: Path, rows: int) -> tuple[ScoreColumns, np.ndarray]:
     if lengths != {rows}:
         raise NotAnIndex(f"{path.name}: arrays of {sorted(lengths)} rows for {rows} rows")
     return columns, offsets
+
+
+def load_case_offsets(path: Path, cases: int) -> dict[str, int]:
+    """Case key → byte offset of its line in ``case_index.jsonl`` (``cases`` lines), as
+    :func:`save` wrote them; raises :class:`NotAnIndex` as :func:`load` does."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = _json_of(archive, "meta")
+            if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
+                raise NotAnIndex(f"{path.name}: not a version-{INDEX_VERSION} index")
+            keys = _json_of(archive, "case_keys" if "case_keys" in archive.files else "keys")
+            offsets = archive["case_offset"]
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
+        if isinstance(exc, NotAnIndex):
+            raise
+        raise NotAnIndex(f"{path.name}: unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(keys, list) or len(keys) != cases or len(offsets) != cases:
+        raise NotAnIndex(f"{path.name}: not an index of {cases} cases")
+    return dict(zip(map(str, keys), offsets.tolist(), strict=True))
