@@ -197,7 +197,7 @@ def test_saved_columns_load_back_equal_and_a_wrong_file_is_not_an_index(tmp_path
     with pytest.raises(score_columns.NotAnIndex, match="not an index of 3 cases"):
         score_columns.load_case_offsets(path, 3)
 
-    with pytest.raises(score_columns.NotAnIndex, match="not a version-1 index of 13 rows"):
+    with pytest.raises(score_columns.NotAnIndex, match="not an index of 13 rows"):
         score_columns.load(path, len(rows) + 1)  # the rows it indexes are not these
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(score_columns.NotAnIndex, match=r"junk\.npz: unreadable"):

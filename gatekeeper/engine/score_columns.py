@@ -22,6 +22,7 @@ index of them.
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -282,33 +283,43 @@ class NotAnIndex(ValueError):
     """``scores.npz`` is not an index this version reads (the reader parses ``cases.jsonl`` instead)."""
 
 
+@contextlib.contextmanager
+def _archive(path: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """The archive :func:`save` wrote and its ``meta``; any failure to read either (in here or
+    in the caller's block) raised as :class:`NotAnIndex`."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = _json_of(archive, "meta")
+            if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
+                raise NotAnIndex(f"{path.name}: not a version-{INDEX_VERSION} index")
+            yield archive, meta
+    except NotAnIndex:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError) as exc:
+        raise NotAnIndex(f"{path.name}: unreadable ({type(exc).__name__}: {exc})") from None
+
+
 def load(path: Path, rows: int) -> tuple[ScoreColumns, np.ndarray]:
     """The columns and row offsets :func:`save` wrote for a ``cases.jsonl`` of ``rows`` rows;
     raises :class:`NotAnIndex` for anything else (another layout, a row count that differs,
     a damaged archive)."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            meta = _json_of(archive, "meta")
-            if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION or meta.get("rows") != rows:
-                raise NotAnIndex(f"{path.name}: not a version-{INDEX_VERSION} index of {rows} rows")
-            offsets = archive["offset"]
-            metrics = {
-                metric: MetricColumn(
-                    archive[f"value_{j}"], archive[f"passed_{j}"], archive[f"status_{j}"],
-                    {int(i): r for i, r in meta["reasons"].get(metric, {}).items()},
-                    {int(i): v for i, v in meta["labels"].get(metric, {}).items()},
-                )
-                for j, metric in enumerate(meta["metrics"])
-            }
-            columns = ScoreColumns(
-                models=list(meta["models"]), keys=list(_json_of(archive, "keys")), model=archive["model"],
-                case=archive["case"], epoch=archive["epoch"], error=archive["error"].astype(bool),
-                errors={int(i): text for i, text in meta["errors"].items()}, metrics=metrics,
+    with _archive(path) as (archive, meta):
+        if meta.get("rows") != rows:
+            raise NotAnIndex(f"{path.name}: not an index of {rows} rows")
+        offsets = archive["offset"]
+        metrics = {
+            metric: MetricColumn(
+                archive[f"value_{j}"], archive[f"passed_{j}"], archive[f"status_{j}"],
+                {int(i): r for i, r in meta["reasons"].get(metric, {}).items()},
+                {int(i): v for i, v in meta["labels"].get(metric, {}).items()},
             )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError) as exc:
-        if isinstance(exc, NotAnIndex):
-            raise
-        raise NotAnIndex(f"{path.name}: unreadable ({type(exc).__name__}: {exc})") from None
+            for j, metric in enumerate(meta["metrics"])
+        }
+        columns = ScoreColumns(
+            models=list(meta["models"]), keys=list(_json_of(archive, "keys")), model=archive["model"],
+            case=archive["case"], epoch=archive["epoch"], error=archive["error"].astype(bool),
+            errors={int(i): text for i, text in meta["errors"].items()}, metrics=metrics,
+        )
     lengths = {len(a) for a in (offsets, columns.model, columns.case, columns.epoch, columns.error)}
     lengths |= {len(a) for col in metrics.values() for a in (col.value, col.passed, col.status)}
     if lengths != {rows}:
@@ -319,17 +330,9 @@ def load(path: Path, rows: int) -> tuple[ScoreColumns, np.ndarray]:
 def load_case_offsets(path: Path, cases: int) -> dict[str, int]:
     """Case key → byte offset of its line in ``case_index.jsonl`` (``cases`` lines), as
     :func:`save` wrote them; raises :class:`NotAnIndex` as :func:`load` does."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            meta = _json_of(archive, "meta")
-            if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
-                raise NotAnIndex(f"{path.name}: not a version-{INDEX_VERSION} index")
-            keys = _json_of(archive, "case_keys" if "case_keys" in archive.files else "keys")
-            offsets = archive["case_offset"]
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
-        if isinstance(exc, NotAnIndex):
-            raise
-        raise NotAnIndex(f"{path.name}: unreadable ({type(exc).__name__}: {exc})") from None
+    with _archive(path) as (archive, _):
+        keys = _json_of(archive, "case_keys" if "case_keys" in archive.files else "keys")
+        offsets = archive["case_offset"]
     if not isinstance(keys, list) or len(keys) != cases or len(offsets) != cases:
         raise NotAnIndex(f"{path.name}: not an index of {cases} cases")
     return dict(zip(map(str, keys), offsets.tolist(), strict=True))
