@@ -237,3 +237,19 @@ def test_a_6_mb_output_is_stored_once_as_a_blob(project: Project) -> None:
     blobs[0].write_bytes(gzip.compress((huge[:-1] + "y").encode()))  # the blob is covered by the record's hash too
     tampered = project.run("status", "out")
     assert tampered.exit_code == 4 and f"blobs/{digest}.gz was changed" in tampered.stderr
+
+
+def test_a_file_rewritten_in_place_with_its_size_and_time_kept_is_hashed_again(tmp_path: Path) -> None:
+    import os
+
+    from gatekeeper.engine.record import file_sha256
+
+    path = tmp_path / "cases.jsonl"
+    path.write_text('{"passed": false}\n')
+    before = path.stat()
+    assert file_sha256(path) == _sha(path)
+    with path.open("r+") as fh:  # the same inode, the same size, the modification time put back
+        fh.write('{"passed": true }\n')
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    assert file_sha256(path) == _sha(path) == hashlib.sha256(b'{"passed": true }\n').hexdigest()

@@ -168,15 +168,17 @@ def content_sha256(path: Path, fh: IO[bytes] | None = None) -> str:
     return digest.hexdigest()
 
 
-_HASHED: dict[tuple[str, int, int], str] = {}
-"""(path, size, mtime) → content SHA-256 of the files this process has hashed: the readers
-check a record's files once (a million-case ``cases.jsonl`` is gigabytes), not per reader."""
+_HASHED: dict[tuple[str, int, int, int, int], str] = {}
+"""(path, inode, size, mtime, ctime) → content SHA-256 of the files this process has hashed:
+the readers check a record's files once (a million-case ``cases.jsonl`` is gigabytes), not
+once per reader."""
 
 
 def file_sha256(path: Path) -> str:
-    """:func:`content_sha256` of a file on disk, hashed once per process while it is unchanged."""
+    """:func:`content_sha256` of a file on disk, hashed once per process while it is unchanged
+    (same inode, size and modification and change times)."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     found = _HASHED.get(key)
     if found is None:
         found = content_sha256(path)
